@@ -1,0 +1,5 @@
+import sys
+
+from gsweep.cli import main
+
+sys.exit(main())

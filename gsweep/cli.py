@@ -1,0 +1,177 @@
+"""The `gsweep` command line: parse, call one library function, print. JAX is imported only by the
+commands that train (run, replay, bench, plot attention/fourier/neurons)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _run(a):
+    from gsweep.train.sweep import run_command
+    return run_command(a)
+
+
+def _validate(a):
+    from gsweep.spec import load_spec
+    spec = load_spec(a.sweep, a.set)
+    runs = spec.runs()
+    groups = sorted({r.group_id for r in runs})
+    print(f"{a.sweep}: ok — sweep {spec.name!r}: {len(runs)} runs in {len(groups)} group(s); "
+          f"swept: {', '.join(spec.swept_keys) or 'nothing'}")
+    return 0
+
+
+def _ls(a):
+    from gsweep.store import list_sweeps
+    return list_sweeps(a.root)
+
+
+def _summarize(a):
+    from gsweep.analysis.summary import summarize_command
+    return summarize_command(a)
+
+
+def _plot(a):
+    if a.kind in ("attention", "fourier", "neurons"):
+        from gsweep.inspect import plot_command
+        return plot_command(a)
+    from gsweep.plot.commands import plot_command
+    return plot_command(a)
+
+
+def _analyze(a):
+    from gsweep.analysis.predict import analyze_command
+    return analyze_command(a)
+
+
+def _merge(a):
+    from gsweep.store import merge_command
+    return merge_command(a)
+
+
+def _bench(a):
+    from gsweep.bench import bench_command
+    return bench_command(a)
+
+
+def _replay(a):
+    from gsweep.inspect import replay_command
+    return replay_command(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gsweep", description="Accelerated sweeps of small transformers: "
+                                 "where grokking and multi-step reasoning emerge.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train a sweep into a results dir (resumes when it exists)")
+    p.add_argument("sweep")
+    p.add_argument("--out", help="results dir (default results/<name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a leaf of the spec")
+    p.add_argument("--fresh", action="store_true", help="discard an existing results dir and start over")
+    p.add_argument("--extend", action="store_true", help="accept a spec that only adds runs to the results dir")
+    p.add_argument("--shard", metavar="I/N", help="train only shard I of N (job arrays; SLURM_ARRAY_* read too)")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator address")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+    p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() with cluster autodetection")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_run)
+
+    p = sub.add_parser("validate", help="check a sweep file and print its grid size")
+    p.add_argument("sweep")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=_validate)
+
+    p = sub.add_parser("ls", help="list sweeps under a results root and their status")
+    p.add_argument("root", nargs="?", default="results")
+    p.set_defaults(fn=_ls)
+
+    p = sub.add_parser("summarize", help="per-cell summary: P(grokking), Kaplan-Meier medians, phases")
+    p.add_argument("results_dir")
+    p.add_argument("--by", nargs="+", help="keys that define a cell (default: the swept keys but seed)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
+    p.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
+    p.add_argument("--gap-mode", choices=("relative", "absolute"))
+    p.set_defaults(fn=_summarize)
+
+    p = sub.add_parser("plot", help="figures from a results dir")
+    psub = p.add_subparsers(dest="kind", required=True)
+    q = psub.add_parser("phase-diagram", help="phase (or any runs.parquet column) over two swept keys")
+    q.add_argument("results_dir")
+    q.add_argument("--x")
+    q.add_argument("--y")
+    q.add_argument("--facet")
+    q.add_argument("--metric", default="phase")
+    q.add_argument("--out")
+    q.add_argument("--threshold", type=float)
+    q.add_argument("--gap", type=float)
+    q = psub.add_parser("curves", help="accuracy and loss against step: median and IQR over seeds")
+    q.add_argument("results_dir")
+    q.add_argument("--where", help="pandas query over runs.parquet columns (backquote dotted keys)")
+    q.add_argument("--split", nargs="+", action="extend")
+    q.add_argument("--out")
+    q = psub.add_parser("grok-time", help="steps to generalise against data fraction")
+    q.add_argument("results_dir")
+    q.add_argument("--out")
+    for kind, hlp in (("attention", "attention patterns per layer and head"),
+                      ("fourier", "embedding Fourier power over steps"),
+                      ("neurons", "MLP activations over the (x, y) grid")):
+        q = psub.add_parser(kind, help=hlp)
+        q.add_argument("results_dir")
+        q.add_argument("run_id")
+        q.add_argument("--step", type=int, nargs="+", action="extend")
+        q.add_argument("--out")
+    p.set_defaults(fn=_plot)
+
+    p = sub.add_parser("analyze", help="does grokking predict reasoning? joint table, predictors, AUROC")
+    p.add_argument("results_dir")
+    p.add_argument("--source", default="test")
+    p.add_argument("--target")
+    p.add_argument("--window", type=float, default=0.1)
+    p.add_argument("--threshold", type=float)
+    p.set_defaults(fn=_analyze)
+
+    p = sub.add_parser("merge", help="combine shard results dirs into one")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=_merge)
+
+    p = sub.add_parser("bench", help="throughput of gsweep against the PyTorch peers on one device")
+    p.add_argument("--device", choices=("cpu", "gpu"), default=None)
+    p.add_argument("--models", type=int, nargs="+")
+    p.add_argument("--peer", default=None)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--p", type=int)
+    p.add_argument("--precision", nargs="+", choices=("highest", "tf32", "bf16"))
+    p.add_argument("--quick", action="store_true", help="CI-sized: tiny model and few steps")
+    p.add_argument("--out", default="results/bench")
+    p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("replay", help="re-train one run alone and save its parameters at chosen steps")
+    p.add_argument("results_dir")
+    p.add_argument("run_id")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", help="comma-separated steps")
+    g.add_argument("--log-steps", type=int, help="N log-spaced steps")
+    p.set_defaults(fn=_replay)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsweep.errors import UserError
+    from gsweep.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.fn(args)
+    except (SpecError, UserError) as e:
+        print(f"gsweep: error: {e}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Per-run labels (pandas only) and in-training progress measures."""

@@ -1,0 +1,73 @@
+"""Per-run labels from the learning curves (pandas only; no JAX), as DESIGN.md defines them.
+
+``t_<split>``: the first evaluated step whose accuracy on that split is >= threshold; ``t_fit`` is
+the train split's, ``t_gen`` the test split's. A step never reached is missing (censored at
+``steps_done``), never zero. ``phase`` follows Liu et al. 2022: *comprehension* when both are
+reached and t_gen < gap * t_fit (relative; absolute: t_gen - t_fit < gap), *grokking* when both are
+reached otherwise, *memorization* when only train is reached, *confusion* when neither. A run that
+generalises without fitting (test reached, train not) counts as comprehension. Diverged runs get no
+phase.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PHASES = ("comprehension", "grokking", "memorization", "confusion")
+FIT_SPLIT, GEN_SPLIT = "train", "test"
+
+
+def label_column(split: str) -> str:
+    return {FIT_SPLIT: "t_fit", GEN_SPLIT: "t_gen"}.get(split, f"t_{split}")
+
+
+def first_reach(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """run_id x split -> first step with acc >= threshold (missing when never)."""
+    hit = curves[curves["acc"] >= threshold]
+    first = hit.groupby(["run_id", "split"], sort=True)["step"].min()
+    return first.unstack("split")
+
+
+def phase_of(t_fit: float, t_gen: float, gap: float, gap_mode: str) -> str:
+    fit, gen = not pd.isna(t_fit), not pd.isna(t_gen)
+    if fit and gen:
+        late = (t_gen >= gap * t_fit) if gap_mode == "relative" else (t_gen - t_fit >= gap)
+        return "grokking" if late else "comprehension"
+    if gen:
+        return "comprehension"
+    return "memorization" if fit else "confusion"
+
+
+def compute_labels(curves: pd.DataFrame, runs: pd.DataFrame, threshold: float = 0.99, gap: float = 10.0,
+                   gap_mode: str = "relative") -> pd.DataFrame:
+    """Label columns for each run of ``runs`` (needs run_id, status, steps_done) from ``curves``.
+
+    Returns a frame indexed like ``runs`` with t_fit, t_gen, delay, t_<split>, final_<split>_acc,
+    final_<split>_loss and phase. Only curve rows at or before a run's steps_done count.
+    """
+    if gap_mode not in ("relative", "absolute"):
+        raise ValueError(f"gap_mode must be 'relative' or 'absolute', got {gap_mode!r}")
+    runs = runs.reset_index(drop=True)
+    done = runs.set_index("run_id")["steps_done"]
+    c = curves[curves["run_id"].isin(done.index)]
+    c = c[c["step"] <= c["run_id"].map(done)]
+    splits = list(dict.fromkeys(sorted(c["split"].unique(), key=lambda s: (s != FIT_SPLIT, s != GEN_SPLIT, s))))
+    for s in (FIT_SPLIT, GEN_SPLIT):
+        if s not in splits:
+            splits.append(s)
+    first = first_reach(c, threshold).reindex(index=runs["run_id"], columns=splits)
+    out = pd.DataFrame(index=runs.index)
+    for s in splits:
+        out[label_column(s)] = pd.array(first[s].to_numpy(), dtype="Int64")
+    out["delay"] = out["t_gen"] - out["t_fit"]
+    last = c.sort_values("step").groupby(["run_id", "split"]).tail(1).set_index(["run_id", "split"])
+    for s in splits:
+        for m in ("acc", "loss"):
+            key = pd.MultiIndex.from_arrays([runs["run_id"], [s] * len(runs)])
+            vals = last[m].reindex(key).to_numpy(dtype=float) if len(last) else np.full(len(runs), np.nan)
+            out[f"final_{s}_{m}"] = vals
+    phases = [None if st == "diverged" else phase_of(f, g, gap, gap_mode)
+              for st, f, g in zip(runs["status"], out["t_fit"], out["t_gen"], strict=True)]
+    out["phase"] = pd.array(phases, dtype="string")
+    return out

@@ -1,0 +1,254 @@
+"""One group's compiled program: R runs stepped together, the run axis sharded over devices.
+
+A *group* is the runs that share a static signature (task and its size, model shape, batch size,
+precision, step budget and evaluation cadence). :class:`GroupProgram` builds the group's example
+pool once, compiles ``train_chunk`` once, and reuses it for every chunk of runs and of steps:
+
+    state_R, metrics = train_chunk(state_R, step0, eval_flags_K, pool, train_idx_RxM, masks_RxSxN)
+                     = jit(scan over K steps of (vmap(train_step) ; cond(eval?, vmap(evaluate))))
+
+The scan runs over steps with the run axis vmapped inside it, so the "evaluate now?" predicate is
+one scalar shared by the group: ``lax.cond`` stays a real branch instead of a select that would
+evaluate every step. Steps past the budget in the last chunk are skipped the same way, so every
+chunk has the same shapes and one compiled program serves all. Metrics stay on device in a
+fixed-size buffer and come back once per chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from gsweep.models import build_model
+from gsweep.spec import Run
+from gsweep.tasks import TaskData, get_task
+from gsweep.train.step import (Hyper, RunState, StepConfig, evaluate, fourier_top_k, init_run,
+                               reset_accumulators, train_step)
+
+METRIC_KEYS = ("loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity")
+TRACE_COUNT: dict[str, int] = {}  # group_id -> times train_chunk was traced (tests guard recompiles)
+
+
+def eval_schedule(steps: int, eval_every: int, early_evals: int) -> np.ndarray:
+    """Evaluated steps: ``early_evals`` log-spaced ones below eval_every, every eval_every, and the last."""
+    early = []
+    if early_evals and eval_every > 1:
+        pts = np.logspace(0, math.log10(eval_every), early_evals + 2)
+        early = [int(round(x)) for x in pts if round(x) < eval_every]
+    regular = list(range(eval_every, steps + 1, eval_every))
+    return np.array(sorted(set(early + regular + [steps])), dtype=np.int64)
+
+
+def auto_chunk_steps(steps: int, eval_every: int) -> int:
+    """Steps per compiled call: a multiple of eval_every giving about ten calls per run chunk."""
+    regular = max(1, steps // eval_every)
+    return min(steps, eval_every * max(1, math.ceil(regular / 10)))
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    devices = list(devices) if devices is not None else jax.devices()
+    return Mesh(np.array(devices), ("runs",))
+
+
+def to_host(tree):
+    """Device arrays to numpy; gathers the run axis across processes in a multi-process run."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        return jax.tree.map(lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
+    return jax.tree.map(np.asarray, tree)
+
+
+def put_global(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array every process holds in full."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+@dataclasses.dataclass
+class UnitArrays:
+    """The per-run inputs of one chunk of runs (R padded), on device."""
+
+    hyper: Hyper
+    keys_Rx2: jax.Array
+    train_idx_RxM: jax.Array
+    train_w_RxM: jax.Array
+    masks_RxSxN: jax.Array
+
+
+class GroupProgram:
+    """The compiled program and data of one group. ``runs`` are all the group's runs (any one of
+    them fixes the static settings); ``runs_per_chunk`` the R of the compiled program."""
+
+    def __init__(self, group_id: str, runs: Sequence[Run], runs_per_chunk: int, mesh: Mesh | None = None):
+        self.group_id = group_id
+        self.mesh = mesh or make_mesh()
+        self.n_dev = self.mesh.devices.size
+        rep = runs[0]
+        self.task_cfg = rep.block("task")
+        self.model_cfg = rep.block("model")
+        self.train_cfg = rep.block("train")
+        self.task = get_task(self.task_cfg["name"])
+        self.data: TaskData = self.task.build(self.task_cfg)
+        self.split_names = self.data.split_names
+        self.eval_splits = self.split_names  # 'train' is evaluated too
+        t = self.train_cfg
+        self.steps = int(t["steps"])
+        self.schedule = eval_schedule(self.steps, t["eval_every"], t["early_evals"])
+        self.K = int(t["chunk_steps"]) or auto_chunk_steps(self.steps, t["eval_every"])
+        self.n_chunks = math.ceil(self.steps / self.K)
+        flags = np.zeros((self.n_chunks * self.K,), dtype=bool)
+        flags[self.schedule - 1] = True
+        self.flags_CxK = flags.reshape(self.n_chunks, self.K)
+        self.E = int(self.flags_CxK.sum(1).max())
+        self.R = _round_up(max(1, runs_per_chunk), self.n_dev)
+        self.model = build_model(self.model_cfg, self.data.vocab_size, self.data.n_classes, self.data.seq_len,
+                                 t["precision"])
+        fp = self.data.fourier_p if self.model_cfg["name"] in ("transformer", "mlp") else None
+        self.step_cfg = StepConfig(batch_size=int(t["batch_size"]), fourier_p=fp,
+                                   top_k=fourier_top_k(fp) if fp else 1)
+        # one training-set width for the whole group, so every chunk of runs has the same shapes
+        masks = [self.task.masks(self.data, _task_cfg(r)) for r in runs]
+        self.M = max(int(m["train"].sum()) for m in masks)
+        self._mask_cache = {r.run_id: m for r, m in zip(runs, masks, strict=True)}
+        self.run_sh = NamedSharding(self.mesh, P("runs"))
+        self.rep_sh = NamedSharding(self.mesh, P())
+        self.pool_x = put_global(self.data.x_NxT, self.rep_sh)
+        self.pool_y = put_global(self.data.y_N, self.rep_sh)
+        self._chunk = jax.jit(self._train_chunk, donate_argnums=(0,))
+        self._init = jax.jit(self._init_states, out_shardings=self.run_sh)
+
+    # -- per-run inputs ------------------------------------------------------------------------
+
+    def masks_of(self, run: Run) -> dict[str, np.ndarray]:
+        m = self._mask_cache.get(run.run_id)
+        return m if m is not None else self.task.masks(self.data, _task_cfg(run))
+
+    def unit_arrays(self, runs: Sequence[Run]) -> UnitArrays:
+        """Stack the runs' settings and splits, padded to R with copies of the first run."""
+        if not 0 < len(runs) <= self.R:
+            raise ValueError(f"a chunk holds 1..{self.R} runs, got {len(runs)}")
+        padded = list(runs) + [runs[0]] * (self.R - len(runs))
+        S, N = len(self.split_names), self.data.n
+        idx = np.zeros((self.R, self.M), np.int32)
+        w = np.zeros((self.R, self.M), np.float32)
+        masks = np.zeros((self.R, S, N), bool)
+        for i, r in enumerate(padded):
+            m = self.masks_of(r)
+            tr = np.flatnonzero(m["train"])
+            idx[i, : len(tr)] = tr
+            w[i, : len(tr)] = 1.0
+            masks[i] = np.stack([m[s] for s in self.split_names])
+        col = lambda k, dt=np.float32: np.array([r.settings[k] for r in padded], dtype=dt)  # noqa: E731
+        hyper_np = Hyper(lr=col("train.lr"), weight_decay=col("train.weight_decay"), b1=col("train.b1"),
+                         b2=col("train.b2"), warmup=col("train.warmup", np.int32),
+                         init_scale=col("model.init_scale"))
+        keys = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(r.seed))) for r in padded])
+        put = lambda a: put_global(a, self.run_sh)  # noqa: E731
+        return UnitArrays(hyper=jax.tree.map(put, hyper_np), keys_Rx2=put(keys.astype(np.uint32)),
+                          train_idx_RxM=put(idx), train_w_RxM=put(w), masks_RxSxN=put(masks))
+
+    # -- the compiled functions ----------------------------------------------------------------
+
+    def _init_states(self, keys_Rx2, hyper: Hyper) -> RunState:
+        x = self.pool_x[:1]
+        return jax.vmap(lambda k, h: init_run(self.model, x, k, h))(keys_Rx2, hyper)
+
+    def init_states(self, u: UnitArrays) -> RunState:
+        return self._init(u.keys_Rx2, u.hyper)
+
+    def _train_chunk(self, states: RunState, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
+        TRACE_COUNT[self.group_id] = TRACE_COUNT.get(self.group_id, 0) + 1
+        model, cfg, steps, E = self.model, self.step_cfg, self.steps, self.E
+        v_train = jax.vmap(lambda s, t, i, w: train_step(model, cfg, s, t, pool_x, pool_y, i, w),
+                           in_axes=(0, None, 0, 0))
+        v_eval = jax.vmap(lambda s, m: evaluate(model, cfg, s, pool_x, pool_y, m))
+        R, S = train_idx.shape[0], masks.shape[1]
+        buf = {k: jnp.zeros((E, R, S) if k in ("loss", "acc") else (E, R), jnp.float32) for k in METRIC_KEYS}
+
+        def body(carry, k):
+            st, buf, n = carry
+            t = step0 + k
+            st = jax.lax.cond(t < steps, lambda s: v_train(s, t, train_idx, train_w), lambda s: s, st)
+
+            def do_eval(args):
+                st, buf, n = args
+                m = v_eval(st, masks)
+                buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 0) for key in buf}
+                return jax.vmap(reset_accumulators)(st), buf, n + 1
+
+            st, buf, n = jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n))
+            return (st, buf, n), None
+
+        (states, buf, n), _ = jax.lax.scan(body, (states, buf, jnp.int32(0)), jnp.arange(self.K))
+        return states, buf, n
+
+    def train_chunk(self, states: RunState, chunk: int, u: UnitArrays):
+        """Run time-chunk ``chunk`` (steps chunk*K .. chunk*K+K-1); returns (states, metrics on host,
+        evaluated steps). ``states`` is donated."""
+        flags = put_global(self.flags_CxK[chunk], self.rep_sh)
+        step0 = put_global(np.asarray(chunk * self.K, np.int32), self.rep_sh)
+        states, buf, n = self._chunk(states, step0, flags, self.pool_x, self.pool_y, u.train_idx_RxM,
+                                     u.train_w_RxM, u.masks_RxSxN)
+        steps = (chunk * self.K + np.flatnonzero(self.flags_CxK[chunk]) + 1).astype(np.int64)
+        host = to_host(buf)
+        host = {k: v[: len(steps)] for k, v in host.items()}
+        return states, host, steps
+
+    def bytes_per_run(self) -> int:
+        """A rough upper bound of device memory per run, for sizing runs_per_chunk."""
+        m = self.model_cfg
+        d, dm = m["d_model"], m["d_mlp"]
+        depth = m["depth"]
+        n_params = self.data.vocab_size * d + d * self.data.n_classes + depth * (4 * d * d + 2 * d * dm)
+        T = self.data.seq_len
+        act_per_example = depth * (4 * T * d + dm) + self.data.n_classes + 4 * d
+        B = self.step_cfg.batch_size or self.M
+        return 4 * (8 * n_params + 3 * act_per_example * (B + self.data.n)
+                    + len(self.split_names) * self.data.n + 2 * self.M)
+
+
+def _task_cfg(run: Run) -> dict:
+    return run.block("task")
+
+
+def _round_up(n: int, k: int) -> int:
+    return int(math.ceil(n / k) * k)
+
+
+def device_memory_bytes() -> int:
+    """Memory the run axis may use on one device: the accelerator's limit, or half the host RAM on CPU."""
+    dev = jax.local_devices()[0]
+    try:
+        stats = dev.memory_stats() or {}
+    except Exception:  # noqa: BLE001 - not every backend reports
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"] * 0.8)
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        total = 8 << 30
+    return int(total // 2 // max(1, len(jax.local_devices())))
+
+
+def choose_runs_per_chunk(n_runs: int, requested: int, bytes_per_run: int, n_dev: int,
+                          mem_per_device: int | None = None) -> int:
+    """How many runs one compiled call trains: the user's number, else as many as memory allows."""
+    if requested:
+        return _round_up(min(requested, n_runs), n_dev) if n_runs else n_dev
+    mem = mem_per_device if mem_per_device is not None else device_memory_bytes()
+    per_dev = max(1, mem // max(1, bytes_per_run))
+    cap = min(n_runs, per_dev * n_dev, 4096)
+    return _round_up(max(1, cap), n_dev)
+
+
+def settings_frame(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
+    return [dict(r.settings) for r in runs]
