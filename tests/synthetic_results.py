@@ -14,8 +14,9 @@ Per run (see :func:`plan`):
 - data fraction 0.8, weight decay > 0: comprehension, t_gen = 200 / 300 / 300;
 - special cells override those:
   * (0.2, 1.0, depth 2): confusion for every seed (neither split reaches 0.99): censored cell;
-  * (0.2, 0.1, depth 2): t_gen = 800, never (memorization), 1200: the KM median is 1200
-    (S = 2/3 after 800, 1/3 after 1200), where dropping the censored run would give 1000;
+  * (0.2, 0.1, depth 2): t_gen = 1000, never (memorization), 1200: the KM median is 1200
+    (S = 2/3 after 1000, 1/3 after 1200), where dropping the censored run would give 1100;
+    majority grokking 2/3;
   * (0.2, 1.0, depth 1): t_gen = 1500, never, never: KM median undefined (">2000"),
     majority memorization 2/3;
   * (0.8, 0.1, depth 2) seed 2 diverges at step 500 (status diverged, no phase).
@@ -57,7 +58,7 @@ def plan(frac: float, wd: float, depth: int, seed: int) -> dict:
     if (frac, wd, depth) == (0.2, 1.0, 2):
         p.update(t_fit=None, t_gen=None, plateau=None)
     if (frac, wd, depth) == (0.2, 0.1, 2):
-        p["t_gen"] = (800, None, 1200)[seed % 3]
+        p["t_gen"] = (1000, None, 1200)[seed % 3]
     if (frac, wd, depth) == (0.2, 1.0, 1):
         p["t_gen"] = (1500, None, None)[seed % 3]
     if (frac, wd, depth) == (0.8, 0.1, 2) and seed % 3 == 2:

@@ -14,9 +14,9 @@ Each feature is one number per run, read from ``curves.parquet`` (see the result
   run's loss leaves chance, do not dominate. Negative = falling.
 - ``acc_gap``: train accuracy minus test accuracy at the last evaluation inside the window.
 - ``fourier_sparsity``: the embedding's Fourier sparsity at the last evaluation inside the window
-  (Nanda et al. 2023's progress measure), for modular addition and subtraction only: the Fourier basis
-  over residues is the right one for those; multiplicative operations would need the discrete-log
-  reindexing of the residues and are left out.
+  (Nanda et al. 2023's progress measure), for additive modular tasks only (``task.op`` add or sub:
+  modular arithmetic and chains of it): the Fourier basis over residues is the right one for those;
+  multiplicative operations would need the discrete-log reindexing of the residues and are left out.
 
 A feature needs at least two evaluations inside the window (three for the slope); otherwise it is NaN.
 """
@@ -38,26 +38,40 @@ ADDITIVE_OPS = ("add", "sub")
 NEEDS = {"norm_fall": "weight_norm", "loss_osc": "train_loss_osc", "fourier_sparsity": "fourier_sparsity"}
 
 
-def fourier_applicable(runs: pd.DataFrame) -> tuple[np.ndarray, str | None]:
-    """Which runs get a Fourier-sparsity feature, and a message about the runs left out (None if none)."""
+def fourier_applicable(runs: pd.DataFrame, recorded: np.ndarray | None = None) -> tuple[np.ndarray, str | None]:
+    """Which runs get a Fourier-sparsity feature, and a message about the runs left out (None if none).
+
+    A run qualifies when its operation is additive (``task.op`` add, sub, or a mix of only those: modular
+    arithmetic and chains of it) and the engine recorded the sparsity for it (``recorded``: a finite
+    value inside the window; the engine records it for tasks whose first p tokens are the residues).
+    """
     n = len(runs)
-    name = runs["task.name"].astype(str).to_numpy() if "task.name" in runs else np.full(n, "?")
-    op = runs["task.op"].astype(str).to_numpy() if "task.op" in runs else np.full(n, "")
-    modular = name == "modular"
-    ok = modular & np.isin(op, ADDITIVE_OPS)
+    def col(key, missing):
+        if key not in runs:
+            return np.full(n, missing, dtype=object)
+        return np.array([missing if pd.isna(v) else str(v) for v in runs[key]], dtype=object)
+
+    name, op = col("task.name", "?"), col("task.op", "")
+    has_op = op != ""
+    additive = np.array([all(p.strip() in ADDITIVE_OPS for p in o.split("|")) for o in op], dtype=bool) & has_op
+    rec = np.ones(n, dtype=bool) if recorded is None else np.asarray(recorded, dtype=bool)
+    ok = additive & rec
     if ok.all():
         return ok, None
     parts = []
-    if (~modular).any():
-        others = sorted(set(name[~modular]))
-        parts.append(f"{int((~modular).sum())} run(s) of task {', '.join(map(repr, others))} (not modular "
-                     "arithmetic: no residue Fourier basis)")
-    mult = modular & ~ok
+    no_op = ~has_op
+    if no_op.any():
+        parts.append(f"{int(no_op.sum())} run(s) of task {', '.join(map(repr, sorted(set(name[no_op]))))} "
+                     "(no modular operation: no residue Fourier basis)")
+    mult = has_op & ~additive
     if mult.any():
-        ops = sorted(set(op[mult]))
-        parts.append(f"{int(mult.sum())} modular run(s) with task.op {', '.join(map(repr, ops))} (multiplicative "
-                     "or nonlinear: the Fourier basis needs the discrete-log reindexing of the residues, "
-                     "not implemented)")
+        parts.append(f"{int(mult.sum())} run(s) with task.op {', '.join(map(repr, sorted(set(op[mult]))))} "
+                     "(multiplicative or nonlinear: the Fourier basis needs the discrete-log reindexing of the "
+                     "residues, not implemented)")
+    norec = additive & ~rec
+    if norec.any():
+        parts.append(f"{int(norec.sum())} additive run(s) without a recorded fourier_sparsity inside the window "
+                     f"(task {', '.join(map(repr, sorted(set(name[norec]))))})")
     return ok, "fourier_sparsity left out for " + "; ".join(parts)
 
 
@@ -116,7 +130,7 @@ def early_warning(curves: pd.DataFrame, window_steps: pd.Series, fit_split: str 
         half = np.sqrt(t["run_id"].map(w).to_numpy(dtype=float))
         late = t[t["step"].to_numpy(dtype=float) >= half]
         n_late = late.groupby("run_id")["x"].count()
-        use_all = n_late.index[n_late < 3].union(t["run_id"].unique().difference(n_late.index))
+        use_all = n_late.index[n_late < 3].union(pd.Index(t["run_id"].unique()).difference(n_late.index))
         pts = pd.concat([late[~late["run_id"].isin(use_all)], t[t["run_id"].isin(use_all)]])
         out["test_loss_slope"] = _ols_slope(pts).reindex(out.index).to_numpy(dtype=float)
     return out

@@ -28,9 +28,11 @@ def rankdata(a: np.ndarray) -> np.ndarray:
         return np.zeros(0)
     order = np.argsort(a, kind="mergesort")
     sa = a[order]
-    new = np.r_[True, sa[1:] != sa[:-1]]
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(sa[1:], sa[:-1], out=new[1:])
     starts = np.flatnonzero(new)
-    ends = np.r_[starts[1:], n]
+    ends = np.append(starts[1:], n)
     avg = (starts + ends + 1) / 2.0  # average of 1-based ranks starts+1 .. ends
     ranks = np.empty(n)
     ranks[order] = np.repeat(avg, ends - starts)
@@ -120,17 +122,6 @@ def mcc(tp: int, fp: int, fn: int, tn: int) -> float:
     return float((tp * tn - fp * fn) / math.sqrt(den))
 
 
-def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (95% by default); (nan, nan) when n = 0."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def spearman(x, y) -> float:
     """Spearman's rank correlation (Pearson's r of average ranks); NaN under 3 pairs or a constant."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -157,17 +148,19 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, groups: Sequence |
     rng = np.random.default_rng(seed)
     if n == 0:
         return math.nan, math.nan, 0
-    if groups is None:
-        members = [np.array([i]) for i in range(n)]
-    else:
-        g = np.asarray(groups)
-        _, inv = np.unique(g, return_inverse=True)
-        members = [np.flatnonzero(inv == k) for k in range(inv.max() + 1)]
-    m = len(members)
+    members = None
+    if groups is not None:
+        _, inv = np.unique(np.asarray(groups), return_inverse=True)
+        order = np.argsort(inv, kind="mergesort")
+        bounds = np.r_[0, np.cumsum(np.bincount(inv))]
+        members = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
     vals = []
     for _ in range(n_boot):
-        pick = rng.integers(0, m, size=m)
-        idx = np.concatenate([members[k] for k in pick])
+        if members is None:
+            idx = rng.integers(0, n, size=n)
+        else:
+            pick = rng.integers(0, len(members), size=len(members))
+            idx = np.concatenate([members[k] for k in pick])
         v = stat(idx)
         if np.isfinite(v):
             vals.append(v)

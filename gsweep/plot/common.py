@@ -102,12 +102,10 @@ def fmt_value(v) -> str:
 
 
 def fmt_steps(v: float) -> str:
-    """A step count in a few characters: 300, 1.2k, 15k, 1.5M."""
+    """A step count in a few characters: 300, 1200, 15k, 1.5M."""
     v = float(v)
-    if abs(v) < 1000:
-        return f"{v:.0f}"
     if abs(v) < 10_000:
-        return f"{v / 1000:.1f}k".replace(".0k", "k")
+        return f"{v:.0f}"
     if abs(v) < 1_000_000:
         return f"{v / 1000:.0f}k"
     return f"{v / 1e6:.1f}M".replace(".0M", "M")
@@ -235,5 +233,6 @@ def subtitle(res: Results, runs: pd.DataFrame | None = None) -> str:
     budget = res.budget
     b = f"{budget:,} steps" if budget is not None else "? steps"
     seeds = runs["seed"].nunique() if "seed" in runs else 1
-    return (f"task {res.task_name}, budget {b}, {len(runs)} runs ({seeds} seed{'s' if seeds != 1 else ''}), "
+    return (f"task {res.task_name}, budget {b}, {len(runs)} run{'s' if len(runs) != 1 else ''} "
+            f"({seeds} seed{'s' if seeds != 1 else ''}), "
             f"threshold {res.threshold:g}, gap {res.gap:g}{'x' if res.gap_mode == 'relative' else ' steps'}")

@@ -3,7 +3,7 @@
 Each cell of the grid is one point of the sweep; its runs are the seeds (and any swept key that is
 neither an axis nor a facet, pooled). With ``--metric phase`` the cell takes the colour of the
 majority phase over its runs and shows the share of runs that agree (``2/3``); ties go to the
-earlier phase in the order comprehension, grokking, memorization, confusion. With any other
+earlier phase in the order comprehension, grokking, memorization, confusion and say ``tie``. With any other
 column the colour is a continuous scale (log for step counts); for step counts the cell's value is
 the Kaplan–Meier median over its runs, censored at ``steps_done``, and a cell whose median is not
 reached within the budget is drawn grey and hatched with ``>N`` in it, never as a number.
@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from gsweep.analysis.summary import Results, check_columns, is_diverged
 from gsweep.analysis.survival import km_median
@@ -64,23 +65,28 @@ class PhaseDiagramData:
 
 def choose_axes(res: Results, x: str | None, y: str | None, facet: str | None
                 ) -> tuple[str | None, str | None, list[str], list[str]]:
-    """(x, y, facet keys, pooled keys). Defaults: x data fraction, y weight decay (when swept),
-    else the next swept keys; facets: every other swept key but seed (or ``facet`` alone)."""
-    check_columns(res, [k for k in (x, y, facet) if k], "--x/--y/--facet:")
+    """(x, y, facet keys, pooled keys). Defaults: y weight decay and x data fraction when swept, else
+    the next swept keys (x falls back to the unswept data fraction, y to a single row); facets:
+    every other swept key but seed (or ``facet`` alone, pooling the rest)."""
+    for flag, key in (("--x", x), ("--y", y), ("--facet", facet)):
+        if key:
+            check_columns(res, [key], flag)
     swept = [k for k in res.swept_keys if k != "seed"]
+    if y is None and "train.weight_decay" in swept and x != "train.weight_decay":
+        y = "train.weight_decay"
     if x is None:
-        if "task.data_frac" in swept and y != "task.data_frac":
+        rest = [k for k in swept if k not in (y, facet)]
+        if "task.data_frac" in rest:
             x = "task.data_frac"
-        else:
-            rest = [k for k in swept if k not in (y, facet)]
-            x = rest[0] if rest else ("task.data_frac" if "task.data_frac" in res.runs and y != "task.data_frac"
-                                      else None)
+        elif rest:
+            x = rest[0]
+        elif "task.data_frac" in res.runs and y != "task.data_frac":
+            x = "task.data_frac"  # not swept: one column, the y axis still reads as usual
     if y is None:
-        if "train.weight_decay" in swept and x != "train.weight_decay":
-            y = "train.weight_decay"
-        else:
-            rest = [k for k in swept if k not in (x, facet)]
-            y = rest[0] if rest else None
+        rest = [k for k in swept if k not in (x, facet)]
+        y = rest[0] if rest else None
+    if x is not None and x == y:
+        raise UserError(f"--x and --y are both {x!r}; pick two different keys")
     used = {x, y}
     if facet is not None:
         if facet in used:
@@ -183,10 +189,11 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
             row.update(counts)
             if n_lab:
                 maj = _majority(counts)
-                row.update(phase=maj, agree=counts[maj], share=counts[maj] / n_lab,
-                           color=PHASE_COLORS[maj], text=f"{counts[maj]}/{n_lab}")
+                tie = sum(c == counts[maj] for c in counts.values()) > 1
+                row.update(phase=maj, agree=counts[maj], share=counts[maj] / n_lab, tie=tie,
+                           color=PHASE_COLORS[maj], text=f"{counts[maj]}/{n_lab}" + (" tie" if tie else ""))
             else:
-                row.update(phase="diverged" if len(g) else None, agree=0, share=math.nan,
+                row.update(phase="diverged" if len(g) else None, agree=0, share=math.nan, tie=False,
                            color=DIVERGED_COLOR, text="diverged")
             if n_lab and row["n_diverged"]:
                 row["text"] += f"\n+{row['n_diverged']} div."
@@ -198,7 +205,10 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
     cells = pd.DataFrame(rows)
     norm = None
     if metric != "phase":
-        norm = _norm(cells["value"].to_numpy(dtype=float), step_metric)
+        if metric.endswith("_acc"):
+            norm = mcolors.Normalize(0.0, 1.0)  # accuracies on one scale, comparable across sweeps
+        else:
+            norm = _norm(cells["value"].to_numpy(dtype=float), step_metric)
         cmap = plt.get_cmap(CMAP)
         colors, texts = [], []
         for _, r in cells.iterrows():
@@ -244,7 +254,8 @@ def draw(res: Results, d: PhaseDiagramData):
     nrows = math.ceil(nf / ncols)
     w = max(3.2, 0.9 * len(d.x_values) + 1.6)
     h = max(2.6, 0.55 * len(d.y_values) + 1.4)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 1.5, h * nrows + 1.3), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w * ncols + 2.2, h * nrows + 1.3), squeeze=False,
+                             layout="constrained")
     xpos, xlab = _axis_ticks(d.x_values, d.x_log)
     ypos, ylab = _axis_ticks(d.y_values, d.y_log)
     small = len(d.x_values) > 8 or len(d.y_values) > 10
@@ -260,7 +271,7 @@ def draw(res: Results, d: PhaseDiagramData):
             ax.add_patch(Rectangle((xpos[xi] - 0.5, ypos[yi] - 0.5), 1, 1, facecolor=r["color"],
                                    edgecolor="white", linewidth=1.5, hatch="///" if censored else None))
             ax.text(xpos[xi], ypos[yi], r["text"], ha="center", va="center",
-                    fontsize=6 if small else 8, color=common.text_color(r["color"]))
+                    fontsize=6 if small else 9, color=common.text_color(r["color"]))
         ax.set_xlim(xpos[0] - 0.5, xpos[-1] + 0.5)
         ax.set_ylim(ypos[0] - 0.5, ypos[-1] + 0.5)
         ax.set_xticks(xpos, xlab, rotation=45 if len(d.x_values) > 6 else 0)
@@ -282,18 +293,23 @@ def draw(res: Results, d: PhaseDiagramData):
         handles = [Patch(facecolor=PHASE_COLORS[p], label=p) for p in PHASES]
         if (d.cells["phase"] == "diverged").any():
             handles.append(Patch(facecolor=DIVERGED_COLOR, label="all runs diverged"))
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+        fig.legend(handles=handles, loc="outside right center", frameon=False,
                    title="phase\n(text: runs agreeing\nwith the majority)")
     else:
         sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
-        cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9, pad=0.02)
+        cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
         label = common.metric_label(d.metric, res.threshold)
-        cb.set_label(label + (" (median over seeds)" if not d.step_metric else " (Kaplan-Meier median)"))
+        cb.set_label(("median " if not d.step_metric else "Kaplan-Meier median, ") + label, fontsize=9)
+        if d.step_metric:
+            fmt = FuncFormatter(lambda v, _: common.fmt_steps(v))
+            cb.ax.yaxis.set_major_formatter(fmt)
+            if isinstance(d.norm, mcolors.LogNorm) and d.norm.vmax / d.norm.vmin < 30:
+                cb.ax.yaxis.set_minor_formatter(fmt)
         if d.cells.get("censored", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
             what = f"not reached within {budget:,} steps" if d.step_metric and budget else "no value"
             fig.legend(handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="#888888",
                                       label=f"censored: median {what}")],
-                       loc="upper center", bbox_to_anchor=(0.5, 0.0), frameon=False)
+                       loc="outside lower center", frameon=False)
     title = f"{res.name}: {common.metric_label(d.metric, res.threshold)}"
     sub = common.subtitle(res)
     if d.pooled:

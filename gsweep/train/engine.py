@@ -87,8 +87,10 @@ class GroupProgram:
     """The compiled program and data of one group. ``runs`` are all the group's runs (any one of
     them fixes the static settings); ``runs_per_chunk`` the R of the compiled program."""
 
-    def __init__(self, group_id: str, runs: Sequence[Run], runs_per_chunk: int, mesh: Mesh | None = None):
+    def __init__(self, group_id: str, runs: Sequence[Run], runs_per_chunk: int, mesh: Mesh | None = None,
+                 batching: str = "auto"):
         self.group_id = group_id
+        self.batching = resolve_batching(batching)
         self.mesh = mesh or make_mesh()
         self.n_dev = self.mesh.devices.size
         rep = runs[0]
@@ -122,8 +124,13 @@ class GroupProgram:
         self.rep_sh = NamedSharding(self.mesh, P())
         self.pool_x = put_global(self.data.x_NxT, self.rep_sh)
         self.pool_y = put_global(self.data.y_N, self.rep_sh)
-        self._chunk = jax.jit(self._train_chunk, donate_argnums=(0,))
+        self._local = jax.jit(self._local_chunk, donate_argnums=(0,))
+        run, rep = P("runs"), P()
+        self._spmd = jax.jit(jax.shard_map(self._local_chunk, mesh=self.mesh,
+                                           in_specs=(run, rep, rep, rep, rep, run, run, run),
+                                           out_specs=(run, run, run), check_vma=False), donate_argnums=(0,))
         self._init = jax.jit(self._init_states, out_shardings=self.run_sh)
+        self._init_local = jax.jit(self._init_states)
 
     # -- per-run inputs ------------------------------------------------------------------------
 
@@ -162,44 +169,127 @@ class GroupProgram:
         return jax.vmap(lambda k, h: init_run(self.model, x, k, h))(keys_Rx2, hyper)
 
     def init_states(self, u: UnitArrays) -> RunState:
+        if self.batching == "map":
+            return self._per_device(self._init_local, (u.keys_Rx2, u.hyper))
         return self._init(u.keys_Rx2, u.hyper)
 
-    def _train_chunk(self, states: RunState, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
-        TRACE_COUNT[self.group_id] = TRACE_COUNT.get(self.group_id, 0) + 1
-        model, cfg, steps, E = self.model, self.step_cfg, self.steps, self.E
-        v_train = jax.vmap(lambda s, t, i, w: train_step(model, cfg, s, t, pool_x, pool_y, i, w),
-                           in_axes=(0, None, 0, 0))
-        v_eval = jax.vmap(lambda s, m: evaluate(model, cfg, s, pool_x, pool_y, m))
-        R, S = train_idx.shape[0], masks.shape[1]
-        buf = {k: jnp.zeros((E, R, S) if k in ("loss", "acc") else (E, R), jnp.float32) for k in METRIC_KEYS}
+    def _maybe(self, pred, fn, st):
+        """fn(st) where pred, else st; a plain call when no chunk overshoots the budget (a cond
+        costs copies of the state every step on some backends)."""
+        if self.steps % self.K == 0:
+            return fn(st)
+        return jax.lax.cond(pred, fn, lambda s: s, st)
+
+    def _steps_one_run(self, st: RunState, step0, flags_K, pool_x, pool_y, idx_M, w_M, masks_SxN):
+        """K steps of ONE run, evaluating where flags_K says: (state, metrics buffer [E, ...], n evals)."""
+        model, cfg, steps = self.model, self.step_cfg, self.steps
+        S = masks_SxN.shape[0]
+        buf = {k: jnp.zeros((self.E, S) if k in ("loss", "acc") else (self.E,), jnp.float32) for k in METRIC_KEYS}
 
         def body(carry, k):
             st, buf, n = carry
             t = step0 + k
-            st = jax.lax.cond(t < steps, lambda s: v_train(s, t, train_idx, train_w), lambda s: s, st)
+            st = self._maybe(t < steps, lambda s: train_step(model, cfg, s, t, pool_x, pool_y, idx_M, w_M), st)
+
+            def do_eval(args):
+                st, buf, n = args
+                m = evaluate(model, cfg, st, pool_x, pool_y, masks_SxN)
+                buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 0) for key in buf}
+                return reset_accumulators(st), buf, n + 1
+
+            return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
+
+        (st, buf, n), _ = jax.lax.scan(body, (st, buf, jnp.int32(0)), jnp.arange(self.K))
+        return st, buf, n
+
+    def _steps_vmapped(self, states: RunState, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
+        """K steps of R runs: scan over steps of vmapped steps; the eval predicate stays a scalar."""
+        model, cfg, steps = self.model, self.step_cfg, self.steps
+        v_train = jax.vmap(lambda s, t, i, w: train_step(model, cfg, s, t, pool_x, pool_y, i, w),
+                           in_axes=(0, None, 0, 0))
+        v_eval = jax.vmap(lambda s, m: evaluate(model, cfg, s, pool_x, pool_y, m))
+        R, S = train_idx.shape[0], masks.shape[1]
+        buf = {k: jnp.zeros((R, self.E, S) if k in ("loss", "acc") else (R, self.E), jnp.float32)
+               for k in METRIC_KEYS}
+
+        def body(carry, k):
+            st, buf, n = carry
+            t = step0 + k
+            st = self._maybe(t < steps, lambda s: v_train(s, t, train_idx, train_w), st)
 
             def do_eval(args):
                 st, buf, n = args
                 m = v_eval(st, masks)
-                buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 0) for key in buf}
+                buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 1) for key in buf}
                 return jax.vmap(reset_accumulators)(st), buf, n + 1
 
-            st, buf, n = jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n))
-            return (st, buf, n), None
+            return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
 
         (states, buf, n), _ = jax.lax.scan(body, (states, buf, jnp.int32(0)), jnp.arange(self.K))
+        return states, buf, jnp.full((R,), n)
+
+    def _map_runs(self, states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
+        """One run at a time over the local runs. The trip count is read from data (not a constant),
+        so XLA neither unrolls nor inlines the loop: each run's arithmetic is the same compiled body
+        whatever the number of runs per device, hence bitwise equal results across batch sizes,
+        device counts and processes."""
+        R = train_idx.shape[0]
+        take = lambda tree, i: jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, i, 0, keepdims=False), tree)  # noqa: E731
+        put = lambda tree, v, i: jax.tree.map(lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, i, 0), tree, v)  # noqa: E731
+        out0 = jax.eval_shape(lambda: self._steps_one_run(take(states, 0), step0, flags_K, pool_x, pool_y,
+                                                          train_idx[0], train_w[0], masks[0]))
+        bufs = jax.tree.map(lambda a: jnp.zeros((R, *a.shape), a.dtype), (out0[1], out0[2]))
+
+        def body(i, carry):
+            st_all, (buf_all, n_all) = carry
+            st, buf, n = self._steps_one_run(take(st_all, i), step0, flags_K, pool_x, pool_y, take(train_idx, i),
+                                             take(train_w, i), take(masks, i))
+            return put(st_all, st, i), (put(buf_all, buf, i), put(n_all, n, i))
+
+        n_runs = jnp.asarray(train_idx.shape[0], jnp.int32) + 0 * step0  # data-dependent bound: not unrolled
+        states, (buf, n) = jax.lax.fori_loop(0, n_runs, body, (states, bufs))
         return states, buf, n
+
+    def _local_chunk(self, states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
+        """The program of one device: its local runs only, no communication."""
+        TRACE_COUNT[self.group_id] = TRACE_COUNT.get(self.group_id, 0) + 1
+        if self.batching == "map":
+            return self._map_runs(states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks)
+        return self._steps_vmapped(states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks)
+
+    def _run_chunk(self, states, step0, flags_K, train_idx, train_w, masks):
+        """Run the chunk over the mesh. ``vmap`` mode: one SPMD program (jit + shard_map over
+        'runs'). ``map`` mode: the same single-device program on every device, each on its shard
+        of the run axis, reassembled into NamedSharding arrays: XLA compiles multi-device programs
+        with slightly different fusions, and these would make a run's last bits depend on the
+        device count; per-device programs make 1 device, N devices and N processes bitwise equal."""
+        args = (states, step0, flags_K, self.pool_x, self.pool_y, train_idx, train_w, masks)
+        if self.batching != "map":
+            return self._spmd(*args)
+        return self._per_device(self._local, args)
+
+    def _per_device(self, fn, args):
+        """fn (a single-device jitted function) on each local device's shard of args (replicated
+        args: its copy); outputs reassembled into arrays sharded over 'runs'."""
+        per_dev = [{s.device: s.data for s in x.addressable_shards} for x in jax.tree.leaves(args)]
+        treedef = jax.tree.structure(args)
+        devices = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        outs = [fn(*jax.tree.unflatten(treedef, [m[d] for m in per_dev])) for d in devices]
+        leaves = [jax.tree.leaves(o) for o in outs]
+        glob = [jax.make_array_from_single_device_arrays((leaf.shape[0] * self.n_dev, *leaf.shape[1:]),
+                                                         self.run_sh, [lv[j] for lv in leaves])
+                for j, leaf in enumerate(leaves[0])]
+        return jax.tree.unflatten(jax.tree.structure(outs[0]), glob)
 
     def train_chunk(self, states: RunState, chunk: int, u: UnitArrays):
         """Run time-chunk ``chunk`` (steps chunk*K .. chunk*K+K-1); returns (states, metrics on host,
         evaluated steps). ``states`` is donated."""
         flags = put_global(self.flags_CxK[chunk], self.rep_sh)
         step0 = put_global(np.asarray(chunk * self.K, np.int32), self.rep_sh)
-        states, buf, n = self._chunk(states, step0, flags, self.pool_x, self.pool_y, u.train_idx_RxM,
-                                     u.train_w_RxM, u.masks_RxSxN)
+        states, buf, n = self._run_chunk(states, step0, flags, u.train_idx_RxM, u.train_w_RxM, u.masks_RxSxN)
         steps = (chunk * self.K + np.flatnonzero(self.flags_CxK[chunk]) + 1).astype(np.int64)
-        host = to_host(buf)
-        host = {k: v[: len(steps)] for k, v in host.items()}
+        host = to_host(buf)  # [R, E, ...] -> [E, R, ...], evaluated entries only
+        host = {k: np.moveaxis(v, 0, 1)[: len(steps)] for k, v in host.items()}
         return states, host, steps
 
     def bytes_per_run(self) -> int:
@@ -213,6 +303,15 @@ class GroupProgram:
         B = self.step_cfg.batch_size or self.M
         return 4 * (8 * n_params + 3 * act_per_example * (B + self.data.n)
                     + len(self.split_names) * self.data.n + 2 * self.M)
+
+
+def resolve_batching(batching: str) -> str:
+    """'map' (exact: per-run programs, the CPU default) or 'vmap' (batched: accelerators)."""
+    if batching not in ("auto", "map", "vmap"):
+        raise ValueError(f"batching must be auto, map or vmap, got {batching!r}")
+    if batching == "auto":
+        return "map" if jax.default_backend() == "cpu" else "vmap"
+    return batching
 
 
 def _task_cfg(run: Run) -> dict:

@@ -404,8 +404,11 @@ class _Signals:
 
 
 def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool = False, shard: Shard | None = None,
-              progress: bool = True, command: str = "") -> SweepResult:
-    """Train every run of ``spec`` (or of its shard) into ``out``; resumes what is there."""
+              progress: bool = True, command: str = "", n_devices: int | None = None) -> SweepResult:
+    """Train every run of ``spec`` (or of its shard) into ``out``; resumes what is there.
+
+    ``n_devices`` limits the mesh to the first N devices (tests compare 1 device with several).
+    """
     import jax
 
     from gsweep import checkpoint
@@ -430,7 +433,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         mine = shard_runs(runs_all, shard)
         fin = finished_runs(out)
         todo = [r for r in mine if r.run_id not in fin]
-        mesh = make_mesh()
+        mesh = make_mesh(jax.devices()[:n_devices] if n_devices else None)
         meta = {
             "name": spec.name, "status": "running", "started": _now(), "finished": None, "command": command,
             "host": socket.gethostname(), "pid": os.getpid(), "versions": versions(),

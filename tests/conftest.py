@@ -1,0 +1,40 @@
+"""Test setup: 4 fake CPU devices (for the sharded paths) before JAX is imported, a private
+compilation cache, and helpers to make tiny sweeps."""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("GSWEEP_CACHE_DIR", "off")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_spec_dict(**over):
+    """A tiny modular sweep as a dict (override blocks by keyword)."""
+    d = {
+        "name": "tiny",
+        "task": {"name": "modular", "p": 11, "op": "add", "data_frac": 0.5},
+        "model": {"name": "transformer", "depth": 1, "d_model": 16, "heads": 2, "d_mlp": 32},
+        "train": {"steps": 60, "eval_every": 20, "early_evals": 2, "lr": 0.003, "weight_decay": 1.0},
+        "seeds": 1,
+    }
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            d[k] = {**d[k], **v}
+        else:
+            d[k] = v
+    return d
+
+
+def gsweep_cmd(*args):
+    return [sys.executable, "-m", "gsweep", *map(str, args)]
+
+
+@pytest.fixture
+def root():
+    return ROOT

@@ -1,0 +1,107 @@
+"""The numpy-only statistics behind `gsweep analyze`, against brute force and known values."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from gsweep.analysis import stats
+
+
+def brute_auroc(y, s):
+    pos, neg = s[y], s[~y]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_rankdata_ties():
+    assert stats.rankdata([10, 20, 20, 5]).tolist() == [2.0, 3.5, 3.5, 1.0]
+    assert stats.rankdata([]).size == 0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_auroc_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(40) < 0.4
+    s = rng.integers(0, 6, 40).astype(float)  # many ties
+    assert stats.auroc(y, s) == pytest.approx(brute_auroc(y, s))
+
+
+def test_auroc_extremes_and_undefined():
+    y = np.array([0, 0, 1, 1], bool)
+    assert stats.auroc(y, [0, 1, 2, 3]) == 1.0
+    assert stats.auroc(y, [3, 2, 1, 0]) == 0.0
+    assert stats.auroc(y, [1, 1, 1, 1]) == 0.5
+    assert math.isnan(stats.auroc(np.ones(4, bool), [0, 1, 2, 3]))
+    # NaN scores are dropped
+    assert stats.auroc(np.array([0, 1, 1], bool), [0.0, np.nan, 2.0]) == 1.0
+
+
+def test_auprc_known_values():
+    # sklearn.metrics.average_precision_score([0,0,1,1], [0.1,0.4,0.35,0.8]) == 0.8333...
+    assert stats.auprc(np.array([0, 0, 1, 1], bool), [0.1, 0.4, 0.35, 0.8]) == pytest.approx(5 / 6)
+    assert stats.auprc(np.array([0, 1], bool), [0.0, 1.0]) == 1.0
+    assert stats.auprc(np.array([0, 1, 0, 1], bool), [1, 1, 1, 1]) == 0.5  # all tied: the prevalence
+    assert math.isnan(stats.auprc(np.zeros(3, bool), [1, 2, 3]))
+
+
+def test_roc_curve_endpoints():
+    fpr, tpr = stats.roc_curve(np.array([0, 1, 0, 1], bool), [0.1, 0.9, 0.3, 0.2])
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(stats.auroc(np.array([0, 1, 0, 1], bool), [0.1, 0.9, 0.3, 0.2]))
+
+
+def test_threshold_at_fpr():
+    neg = np.arange(10.0)
+    t = stats.threshold_at_fpr(neg, 0.1)
+    assert (neg > t).mean() <= 0.1 and t == 8.0
+    assert (neg > stats.threshold_at_fpr(neg, 0.0)).sum() == 0
+    assert math.isnan(stats.threshold_at_fpr([], 0.1))
+
+
+def test_mcc():
+    assert stats.mcc(10, 0, 0, 10) == 1.0
+    assert stats.mcc(0, 10, 10, 0) == -1.0
+    assert stats.mcc(5, 5, 5, 5) == 0.0
+    assert math.isnan(stats.mcc(10, 10, 0, 0))
+
+
+def test_spearman():
+    x = np.arange(10.0)
+    assert stats.spearman(x, x ** 3) == pytest.approx(1.0)
+    assert stats.spearman(x, -np.exp(x)) == pytest.approx(-1.0)
+    assert math.isnan(stats.spearman([1, 2], [3, 4]))
+    assert math.isnan(stats.spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_bootstrap_ci_covers_and_groups():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = x + rng.normal(size=200)
+    r = stats.spearman(x, y)
+    lo, hi, nb = stats.bootstrap_ci(lambda i: stats.spearman(x[i], y[i]), 200, n_boot=300)
+    assert lo < r < hi and nb == 300
+    g = np.repeat(np.arange(20), 10)
+    lo2, hi2, _ = stats.bootstrap_ci(lambda i: stats.spearman(x[i], y[i]), 200, groups=g, n_boot=300)
+    assert lo2 < r < hi2
+
+
+def test_grouped_folds_balanced():
+    g = np.repeat(np.arange(12), 5)
+    f = stats.grouped_folds(g, 5, seed=1)
+    assert stats.check_folds(g, f) == []
+    assert len(np.unique(f)) == 5
+    assert np.bincount(f).max() - np.bincount(f).min() <= 5
+    assert (stats.grouped_folds(["a"] * 4, 5) == 0).all()
+
+
+def test_logistic_fit_recovers_direction():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 2))
+    y = rng.random(300) < 1 / (1 + np.exp(-(2 * X[:, 0] - 1 * X[:, 1])))
+    w = stats.logistic_fit(X, y, l2=0.1)
+    assert w[1] > 1 and w[2] < -0.3
+    assert stats.auroc(y, stats.logistic_score(w, X)) > 0.8
+    w_sep = stats.logistic_fit(X[:, :1], X[:, 0] > 0, l2=1.0)  # separable: finite thanks to the penalty
+    assert np.isfinite(w_sep).all()
