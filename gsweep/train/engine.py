@@ -32,7 +32,7 @@ from gsweep.models import build_model
 from gsweep.spec import Run
 from gsweep.tasks import TaskData, get_task
 from gsweep.train.step import (Hyper, RunState, StepConfig, evaluate, fourier_top_k, init_run,
-                               reset_accumulators, train_step)
+                               after_eval, train_step)
 
 METRIC_KEYS = ("loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity")
 TRACE_COUNT: dict[str, int] = {}  # group_id -> times train_chunk was traced (tests guard recompiles)
@@ -195,7 +195,7 @@ class GroupProgram:
                 st, buf, n = args
                 m = evaluate(model, cfg, st, pool_x, pool_y, masks_SxN)
                 buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 0) for key in buf}
-                return reset_accumulators(st), buf, n + 1
+                return after_eval(st, m, t), buf, n + 1
 
             return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
 
@@ -221,7 +221,7 @@ class GroupProgram:
                 st, buf, n = args
                 m = v_eval(st, masks)
                 buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 1) for key in buf}
-                return jax.vmap(reset_accumulators)(st), buf, n + 1
+                return jax.vmap(after_eval, in_axes=(0, 0, None))(st, m, t), buf, n + 1
 
             return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
 

@@ -178,7 +178,11 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
     return out
 
 
-def reset_accumulators(state: RunState) -> RunState:
+def after_eval(state: RunState, metrics: dict, step) -> RunState:
+    """Close the train-loss interval; an evaluation with a non-finite loss marks the run diverged
+    at this step (its parameters overflowed without turning NaN yet)."""
     z = jnp.zeros_like(state.loss_sum)
     zi = jnp.zeros_like(state.n_loss)
-    return state.replace(loss_sum=z, osc_sum=z, n_loss=zi, n_osc=zi)
+    bad = ~jnp.all(jnp.isfinite(metrics["loss"])) & (state.diverged_at < 0)
+    return state.replace(loss_sum=z, osc_sum=z, n_loss=zi, n_osc=zi,
+                         diverged_at=jnp.where(bad, (step + 1).astype(state.diverged_at.dtype), state.diverged_at))
