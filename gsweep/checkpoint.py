@@ -47,17 +47,31 @@ def latest_step(path: Path) -> int | None:
 def save(path: Path, chunk: int, state: Any, record: dict) -> None:
     """Save ``state`` as checkpoint number ``chunk`` (the number of step-chunks done)."""
     ocp = _ocp()
-    hook = os.environ.get("GSWEEP_TEST_KILL_IN_CHECKPOINT")
     mgr = manager(path)
-    if hook and int(hook) == chunk:
-        # test-only fault injection: die while orbax is writing this checkpoint
-        import threading
-        import time
-        threading.Thread(target=lambda: (time.sleep(0.05), os._exit(137)), daemon=True).start()
+    if os.environ.get("GSWEEP_TEST_KILL") == f"in_checkpoint:{chunk}":
+        _kill_when_writing(Path(path), chunk)
     mgr.save(chunk, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                             record=ocp.args.JsonSave(record)), force=True)
     mgr.wait_until_finished()
     mgr.close()
+
+
+def _kill_when_writing(path: Path, chunk: int) -> None:
+    """Test-only fault injection: SIGKILL this process as soon as orbax's temporary folder for
+    checkpoint ``chunk`` appears, i.e. while the checkpoint is being written."""
+    import signal
+    import threading
+    import time
+
+    def watch():
+        while True:
+            time.sleep(0.0005)
+            if any(p.name.startswith(f"{chunk}.") and "tmp" in p.name for p in path.iterdir()):
+                print(f"GSWEEP_TEST: killed while writing checkpoint {chunk}", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    path.mkdir(parents=True, exist_ok=True)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def restore(path: Path, target: Any, expect: dict) -> tuple[Any, dict, int]:

@@ -60,6 +60,12 @@ def _replay(a):
     return replay_command(a)
 
 
+def _label_flags(q) -> None:
+    q.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
+    q.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
+    q.add_argument("--gap-mode", choices=("relative", "absolute"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="gsweep", description="Accelerated sweeps of small transformers: "
                                  "where grokking and multi-step reasoning emerge.")
@@ -106,16 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--facet")
     q.add_argument("--metric", default="phase")
     q.add_argument("--out")
-    q.add_argument("--threshold", type=float)
-    q.add_argument("--gap", type=float)
+    _label_flags(q)
     q = psub.add_parser("curves", help="accuracy and loss against step: median and IQR over seeds")
     q.add_argument("results_dir")
     q.add_argument("--where", help="pandas query over runs.parquet columns (backquote dotted keys)")
     q.add_argument("--split", nargs="+", action="extend")
     q.add_argument("--out")
+    _label_flags(q)
     q = psub.add_parser("grok-time", help="steps to generalise against data fraction")
     q.add_argument("results_dir")
     q.add_argument("--out")
+    _label_flags(q)
     for kind, hlp in (("attention", "attention patterns per layer and head"),
                       ("fourier", "embedding Fourier power over steps"),
                       ("neurons", "MLP activations over the (x, y) grid")):
@@ -170,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, UserError) as e:
         print(f"gsweep: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `gsweep summarize ... | head`
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return int(rc or 0)
 
 

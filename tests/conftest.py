@@ -2,11 +2,12 @@
 compilation cache, and helpers to make tiny sweeps."""
 
 import os
+import tempfile
 import sys
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-os.environ.setdefault("GSWEEP_CACHE_DIR", "off")
+os.environ.setdefault("GSWEEP_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gsweep-test-xla-cache"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402

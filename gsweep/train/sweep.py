@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import difflib
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ import yaml
 from gsweep import store
 from gsweep.errors import UserError
 from gsweep.metrics.labels import compute_labels
-from gsweep.spec import Run, SweepSpec, from_dict, load_spec
+from gsweep.spec import ENGINE_ONLY, Run, SweepSpec, from_dict, load_spec
 
 PARTS, UNITS, CKPT, LOCK = "parts", "units", "checkpoints", ".lock"
 
@@ -126,10 +125,19 @@ def plan_units(group: Sequence[Run], todo: Sequence[Run], per_chunk: int) -> lis
 # the results dir: spec comparison and lock
 
 
-def spec_diff(old: dict, new: dict) -> str:
-    a = yaml.safe_dump(old, sort_keys=True).splitlines()
-    b = yaml.safe_dump(new, sort_keys=True).splitlines()
-    return "\n".join(difflib.unified_diff(a, b, "results dir spec.yaml", "this spec", lineterm="", n=1))
+def spec_diff(old: dict, new: dict, prefix: str = "") -> str:
+    """One line per differing leaf: ``  train.lr: 0.001 -> 0.01``."""
+    lines = []
+    for k in sorted(set(old) | set(new), key=str):
+        key = f"{prefix}{k}"
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = spec_diff(a, b, key + ".")
+            if sub:
+                lines.append(sub)
+        elif a != b:
+            lines.append(f"  {key}: {a} -> {b}")
+    return "\n".join(lines)
 
 
 def check_existing(out: Path, spec: SweepSpec, fresh: bool, extend: bool, shard: Shard | None) -> str:
@@ -321,7 +329,8 @@ def build_tables(out: Path, runs: Sequence[Run], spec: SweepSpec,
     for r in runs:
         info = fin.get(r.run_id) or (progress_of or {}).get(r.run_id) or {"status": "pending", "steps_done": 0,
                                                                             "diverged_step": None}
-        rows.append({"run_id": r.run_id, "group_id": r.group_id, **dict(r.settings), "status": info["status"],
+        settings = {k: v for k, v in r.settings.items() if k not in ENGINE_ONLY}
+        rows.append({"run_id": r.run_id, "group_id": r.group_id, **settings, "status": info["status"],
                      "steps_done": int(info["steps_done"]), "diverged_step": info.get("diverged_step")})
     table = pd.DataFrame(rows)
     table["diverged_step"] = pd.array(table["diverged_step"].tolist(), dtype="Int64")
@@ -443,11 +452,20 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             "swept_keys": spec.swept_keys, "n_runs": len(mine), "shard": dataclasses.asdict(shard) if shard else None,
             "mode": mode, "groups": {},
         }
-        if is_main:
-            old_meta = store.read_json(out / store.META) if (out / store.META).exists() and mode != "new" else {}
-            meta["history"] = old_meta.get("history", []) + [{"started": meta["started"], "mode": mode}]
-            store.write_text(out / store.SPEC, spec.to_yaml())
-            store.write_json(out / store.META, meta)
+        old_meta = store.read_json(out / store.META) if (out / store.META).exists() and mode != "new" else {}
+        meta["history"] = old_meta.get("history", []) + [{"started": meta["started"], "mode": mode}]
+        started = []
+
+        def on_start():
+            """Write spec and meta once the first unit has restored (or started) cleanly: a corrupt or
+            foreign checkpoint is refused before anything in the results dir changes."""
+            if is_main and not started:
+                store.write_text(out / store.SPEC, spec.to_yaml())
+                store.write_json(out / store.META, meta)
+            started.append(True)
+
+        if not todo:
+            on_start()
         groups = group_runs(mine)
         pending_groups = {g: [r for r in rs if r.run_id not in fin] for g, rs in groups.items()}
         total = sum(r.settings["train.steps"] for r in todo)
@@ -468,16 +486,31 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
                                        "splits": list(prog.split_names)}
-                for unit in plan_units(grp, pending_groups[gid], prog.R):
-                    label = f"[{gi + 1}/{len(groups)} {gid} runs {len(unit.runs)}]"
-                    st = _train_unit(out, unit, prog, checkpoint, to_host, prog_bar, label, sig, in_progress,
-                                     is_main)
-                    if "compile_s" not in meta["groups"][gid]:
-                        meta["groups"][gid]["compile_s"] = round(time.perf_counter() - t_compile, 2)
-                    if st == "interrupted":
-                        status = "interrupted"
+                while True:
+                    try:
+                        st = "done"
+                        for unit in plan_units(grp, [r for r in pending_groups[gid] if r.run_id not in
+                                                     finished_runs(out)], prog.R):
+                            label = f"[{gi + 1}/{len(groups)} {gid} runs {len(unit.runs)}]"
+                            st = _train_unit(out, unit, prog, checkpoint, to_host, prog_bar, label, sig,
+                                             in_progress, is_main, on_start)
+                            if "compile_s" not in meta["groups"][gid]:
+                                meta["groups"][gid]["compile_s"] = round(time.perf_counter() - t_compile, 2)
+                            if st == "interrupted":
+                                break
                         break
-                if status == "interrupted":
+                    except Exception as e:  # noqa: BLE001 - only device out-of-memory is retried
+                        if not is_oom(e) or prog.R <= mesh.devices.size:
+                            raise
+                        half = max(mesh.devices.size, prog.R // 2)
+                        print(f"\ngsweep: device out of memory with {prog.R} runs per chunk in group {gid}; "
+                              f"retrying with {half}", file=sys.stderr)
+                        prog = GroupProgram(gid, full_group, runs_per_chunk=half, mesh=mesh)
+                        meta["groups"][gid]["runs_per_chunk"] = prog.R
+                        meta["groups"][gid].setdefault("oom_retries", 0)
+                        meta["groups"][gid]["oom_retries"] += 1
+                if st == "interrupted":
+                    status = "interrupted"
                     break
                 meta["groups"][gid]["traces"] = TRACE_COUNT.get(gid, 0)
         prog_bar.close()
@@ -497,8 +530,30 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         lock.release()
 
 
+class DeviceOOM(RuntimeError):
+    pass
+
+
+def is_oom(e: BaseException) -> bool:
+    """A device out-of-memory error from XLA (or the test hook's stand-in)."""
+    text = f"{type(e).__name__}: {e}"
+    return isinstance(e, DeviceOOM) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text \
+        or "out of memory" in text
+
+
+def _test_hook(event: str, chunk: int) -> None:
+    """Test-only fault injection: GSWEEP_TEST_KILL="EVENT:CHUNK" SIGKILLs this process at that
+    point (EVENT: after_part = rows written, checkpoint not yet)."""
+    spec = os.environ.get("GSWEEP_TEST_KILL")
+    if spec and spec == f"{event}:{chunk}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label: str, sig: _Signals,
-                in_progress: dict, is_main: bool) -> str:
+                in_progress: dict, is_main: bool, on_start=lambda: None) -> str:
+    oom_above = os.environ.get("GSWEEP_TEST_OOM_ABOVE")  # test-only: pretend R runs do not fit
+    if oom_above and prog.R > int(oom_above):
+        raise DeviceOOM(f"RESOURCE_EXHAUSTED: test hook: {prog.R} runs per chunk > {oom_above}")
     ckpt_dir = out / CKPT / unit.unit_id
     every = int(unit.runs[0].settings["train.checkpoint_every"])
     u = prog.unit_arrays(unit.runs)
@@ -510,6 +565,7 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         print(f"gsweep: {label} resuming at step {min(start * prog.K, prog.steps)} from {ckpt_dir}",
               file=sys.stderr)
         bar.done += min(start * prog.K, prog.steps) * len(unit.runs)
+    on_start()
     if is_main:  # rows written after the checkpoint are recomputed
         for p in (out / PARTS).glob(f"{unit.unit_id}-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= start:
@@ -521,6 +577,7 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         if is_main:
             rows = curve_rows(unit, steps, host, prog.split_names, diverged)
             store.write_parquet(out / PARTS / f"{unit.unit_id}-{c:05d}.parquet", rows)
+            _test_hook("after_part", c + 1)
         done_steps = min((c + 1) * prog.K, prog.steps)
         last = c == prog.n_chunks - 1
         if (c + 1) % every == 0 or last or sig.caught:
