@@ -736,6 +736,10 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
                  f"{res['n_reached_in_window']} reached inside the window (left out), {res['n_censored']} censored")
         if 0 < res["n_pos"] < res["n_scored"] and min(res["n_pos"], res["n_scored"] - res["n_pos"]) < MIN_CI_CLASS:
             L.append(f"    (too few to read: no intervals under {MIN_CI_CLASS} positive and {MIN_CI_CLASS} negative runs)")
+        if res["n_pos"] == 0 or res["n_pos"] == res["n_scored"]:
+            why = res["scores"][BASELINE].get("auroc_reason", "one class only")
+            L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
+            continue
         L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
                  f"{'lead (steps)':>14}{'+hparams':>10}")
         for name, s in res["scores"].items():

@@ -19,7 +19,6 @@ and one of ``n_hop3`` three-step chains (all of them when there are fewer). Per 
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import numpy as np
 

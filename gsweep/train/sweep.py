@@ -633,6 +633,11 @@ def run_command(args) -> int:
         print(f"gsweep: {e}", file=sys.stderr)
         return 130
     import jax
+    where = spec.analysis.get("snapshot_where")
+    if where and jax.process_index() == 0 and res.runs is not None:
+        from gsweep.inspect import snapshot_runs
+        ids = snapshot_runs(out, res.runs, where, spec.analysis.get("snapshot_steps") or "log")
+        print(f"{out}: parameter snapshots of {len(ids)} run(s) under {out}/replays/")
     if jax.process_index() == 0 and res.runs is not None:
         r = res.runs
         counts = r["phase"].value_counts(dropna=True).to_dict()
