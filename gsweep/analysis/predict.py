@@ -391,7 +391,8 @@ def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, feat
         block = _score_block(yy, out["held"], out["flagged"], lead_all[m], gg, n_boot, seed)
         if "signs" in out:
             s = np.asarray(out["signs"])
-            block["direction"] = ("higher" if (s > 0).all() else "lower" if (s < 0).all() else "mixed across folds")
+            block["direction"] = ("higher" if (s > 0).all() else "lower" if (s < 0).all()
+                                  else f"mixed ({int((s > 0).sum())}/{len(s)} folds higher)")
             block["folds_one_class"] = out["folds_one_class"]
         rocs[name] = (yy, out["held"])
         return block
@@ -741,7 +742,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
             continue
         L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
-                 f"{'lead (steps)':>14}{'+hparams':>10}")
+                 f"{'lead (steps)':>14}{'+hparams':>10}  direction")
         for name, s in res["scores"].items():
             if s.get("auroc") is None or not math.isfinite(s["auroc"]):
                 L.append(f"    {name:<18}{'n/a':>7}  {s.get('auroc_reason', '')}")
@@ -752,7 +753,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             plus = s.get("auroc_with_hyperparameters")
             L.append(f"    {name:<18}{_f(s['auroc']):>7} {cit:<14}{_f(s['auprc']):>7}{_f(s['auprc_chance']):>9}"
                      f"{_f(s['tpr_at_fpr']):>9}{(_f(lead, 0) if lead is not None else '-'):>14}"
-                     f"{(_f(plus) if plus is not None else '-'):>10}")
+                     f"{(_f(plus) if plus is not None else '-'):>10}  {s.get('direction', '')}")
     for msg in out["left_out"].values():
         L.append(f"  note: {msg}")
     if out["n_cells"] > 1:
