@@ -157,11 +157,15 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
     ce_N = cross_entropy_N(logits_NxC, pool_y_N)
     correct_N = (jnp.argmax(logits_NxC, -1) == pool_y_N).astype(jnp.float32)
     m_SxN = masks_SxN.astype(jnp.float32)
-    cnt_S = jnp.maximum(m_SxN.sum(-1), 1.0)
+    n_S = m_SxN.sum(-1)
+    cnt_S = jnp.maximum(n_S, 1.0)
     hi = jax.lax.Precision.HIGHEST
+    loss_S = jnp.dot(m_SxN, ce_N, precision=hi) / cnt_S
+    empty_S = n_S == 0  # a split with no example for this run: NaN, not a misleading 0
     out = {
-        "loss": jnp.dot(m_SxN, ce_N, precision=hi) / cnt_S,
-        "acc": jnp.dot(m_SxN, correct_N, precision=hi) / cnt_S,
+        "loss": jnp.where(empty_S, jnp.nan, loss_S),
+        "acc": jnp.where(empty_S, jnp.nan, jnp.dot(m_SxN, correct_N, precision=hi) / cnt_S),
+        "overflow": ~jnp.all(jnp.isfinite(loss_S)),
         "weight_norm": jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(state.params))),
         "train_loss_mean": jnp.where(state.n_loss > 0, state.loss_sum / jnp.maximum(state.n_loss, 1), jnp.nan),
         "train_loss_osc": jnp.where(state.n_osc > 0, state.osc_sum / jnp.maximum(state.n_osc, 1), jnp.nan),
@@ -183,6 +187,6 @@ def after_eval(state: RunState, metrics: dict, step) -> RunState:
     at this step (its parameters overflowed without turning NaN yet)."""
     z = jnp.zeros_like(state.loss_sum)
     zi = jnp.zeros_like(state.n_loss)
-    bad = ~jnp.all(jnp.isfinite(metrics["loss"])) & (state.diverged_at < 0)
+    bad = metrics["overflow"] & (state.diverged_at < 0)
     return state.replace(loss_sum=z, osc_sum=z, n_loss=zi, n_osc=zi,
                          diverged_at=jnp.where(bad, (step + 1).astype(state.diverged_at.dtype), state.diverged_at))
