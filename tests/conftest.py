@@ -2,8 +2,8 @@
 compilation cache, and helpers to make tiny sweeps."""
 
 import os
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")

@@ -7,8 +7,16 @@ import yaml
 from PIL import Image
 
 from gsweep.errors import UserError
-from gsweep.inspect import (fourier_power, key_frequencies, log_steps, plot_attention, plot_fourier,
-                            plot_neurons, replay, saved_steps)
+from gsweep.inspect import (
+    fourier_power,
+    key_frequencies,
+    log_steps,
+    plot_attention,
+    plot_fourier,
+    plot_neurons,
+    replay,
+    saved_steps,
+)
 from gsweep.spec import from_dict
 from gsweep.train.sweep import run_sweep
 from tests.conftest import tiny_spec_dict

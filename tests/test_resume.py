@@ -119,7 +119,7 @@ def test_extend_with_one_more_seed(tmp_path, uninterrupted):
     assert p.returncode == 2 and "--extend" in p.stderr and "seeds" in p.stderr  # the diff is shown
     gs("run", two, "--out", out, "--extend")
     after = tables(out)
-    for fname, key in KEYS.items():
+    for fname, _key in KEYS.items():
         old = after[fname][after[fname]["run_id"].isin(before[fname]["run_id"])].reset_index(drop=True)
         pd.testing.assert_frame_equal(old, before[fname], check_exact=True)
     gs("run", two, "--out", tmp_path / "fresh2")

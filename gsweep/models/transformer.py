@@ -8,9 +8,9 @@ MLP at that position alone: the same numbers as the full causal block there, wit
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from gsweep.models.numerics import Numerics
 

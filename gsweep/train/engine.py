@@ -31,8 +31,16 @@ from jax.sharding import PartitionSpec as P
 from gsweep.models import build_model
 from gsweep.spec import Run
 from gsweep.tasks import TaskData, get_task
-from gsweep.train.step import (Hyper, RunState, StepConfig, evaluate, fourier_top_k, init_run,
-                               after_eval, train_step)
+from gsweep.train.step import (
+    Hyper,
+    RunState,
+    StepConfig,
+    after_eval,
+    evaluate,
+    fourier_top_k,
+    init_run,
+    train_step,
+)
 
 METRIC_KEYS = ("loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity")
 TRACE_COUNT: dict[str, int] = {}  # group_id -> times train_chunk was traced (tests guard recompiles)

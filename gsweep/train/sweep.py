@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from gsweep import store
 from gsweep.errors import UserError
@@ -203,7 +202,7 @@ class Lock:
                     self.path.unlink(missing_ok=True)
                     continue
                 raise UserError(f"{self.path.parent}: another sweep is writing here (pid {holder.get('pid')} on "
-                                f"host {holder.get('host')}, since {holder.get('since')}); wait for it or stop it")
+                                f"host {holder.get('host')}, since {holder.get('since')}); wait for it or stop it") from None
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
             self.held = True
@@ -421,7 +420,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
     import jax
 
     from gsweep import checkpoint
-    from gsweep.train.engine import (TRACE_COUNT, GroupProgram, choose_runs_per_chunk, make_mesh, to_host)
+    from gsweep.train.engine import TRACE_COUNT, GroupProgram, choose_runs_per_chunk, make_mesh, to_host
 
     is_main = jax.process_index() == 0
     mode = check_existing(out, spec, fresh, extend, shard)  # raises before anything is written
