@@ -238,6 +238,15 @@ def _out_path(results_dir: Path, out: str | None, name: str) -> Path:
     return d / f"{name}.png"
 
 
+def _finish(fig, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_fourier(results_dir: Path, run_id: str, steps: Sequence[int] | None, out: str | None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
@@ -283,13 +292,8 @@ def plot_fourier(results_dir: Path, run_id: str, steps: Sequence[int] | None, ou
     ax.legend(fontsize=8, loc="center left")
     ax.set_title("accuracy and embedding sparsity")
     wd, frac = run.settings["train.weight_decay"], run.settings["task.data_frac"]
-    fig.suptitle(f"{run_id}: {run.settings.get('task.op', '')} mod {p}, data fraction {frac}, "
-                 f"weight decay {wd}, seed {run.seed}")
-    fig.tight_layout()
-    path = _out_path(results_dir, out, f"fourier-{run_id}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, f"{run_id}: {run.settings.get('task.op', '')} mod {p}, data fraction {frac}, "
+                 f"weight decay {wd}, seed {run.seed}", _out_path(results_dir, out, f"fourier-{run_id}"))
 
 
 def _intermediates(run: Run, params, x_BxT):
@@ -325,12 +329,7 @@ def plot_attention(results_dir: Path, run_id: str, step: int | None, out: str | 
             ax.set_title(f"layer {layer} head {h}", fontsize=9)
             ax.set_xticks(range(a.shape[1]), [f"pos {t}" for t in range(a.shape[1])], fontsize=7)
             ax.set_yticks(range(len(labels)), labels if h == 0 else [""] * len(labels), fontsize=7)
-    fig.suptitle(f"{run_id} at step {step}: attention of the last position over the input, {len(idx)} inputs")
-    fig.tight_layout()
-    path = _out_path(results_dir, out, f"attention-{run_id}-{step}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, f"{run_id} at step {step}: attention of the last position over the input, {len(idx)} inputs", _out_path(results_dir, out, f"attention-{run_id}-{step}"))
 
 
 def plot_neurons(results_dir: Path, run_id: str, step: int | None, out: str | None, top: int = 8) -> Path:
@@ -363,12 +362,7 @@ def plot_neurons(results_dir: Path, run_id: str, step: int | None, out: str | No
         ax.set_ylabel("x", fontsize=8)
     for ax in list(axes.flat)[len(order):]:
         ax.axis("off")
-    fig.suptitle(f"{run_id} at step {step}: MLP activations over the (x, y) grid, top {len(order)} neurons by variance")
-    fig.tight_layout()
-    path = _out_path(results_dir, out, f"neurons-{run_id}-{step}")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _finish(fig, f"{run_id} at step {step}: MLP activations over the (x, y) grid, top {len(order)} neurons by variance", _out_path(results_dir, out, f"neurons-{run_id}-{step}"))
 
 
 def plot_command(args) -> int:
