@@ -405,6 +405,13 @@ def _device_setup(device: str | None):
     return "cpu", jax.devices("cpu")
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every OS
+        return os.cpu_count() or 1
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -434,15 +441,15 @@ def _fmt(v) -> str:
 
 
 def bench_command(args) -> int:
-    device, devices = _device_setup(getattr(args, "device", None))
     peer = resolve_peer(getattr(args, "peer", None))
+    device, devices = _device_setup(getattr(args, "device", None))
     plan = make_plan(args, device)
     import jax
 
     from gsweep.tasks import get_task
 
     dev0 = devices[0]
-    device_name = (f"{cpu_model()} ({len(os.sched_getaffinity(0))} cores)" if device == "cpu"
+    device_name = (f"{cpu_model()} ({_cores()} cores)" if device == "cpu"
                    else str(dev0.device_kind))
     peer_device = "cpu" if device == "cpu" else "cuda"
     python = sys.executable
@@ -462,8 +469,10 @@ def bench_command(args) -> int:
     peers_all: list[dict[str, Any]] = []
     for precision in plan.precisions:
         peak = matmul_peak(plan.matmul_n, plan.matmul_reps, precision, dev0)
-        benches = []
-        for R in sorted(plan.runs):
+        benches: list[EngineBench] = []
+        for R in sorted(set(plan.runs)):
+            if any(b.R == -(-R // len(devices)) * len(devices) for b in benches):
+                continue  # the same R once rounded up to the device count
             b = EngineBench(plan, precision, R, devices)
             b.warm_up()
             b.dev_peak = _device_peak(dev0)
@@ -515,12 +524,12 @@ def bench_command(args) -> int:
         "gsweep_bench": 1,
         "created": started.isoformat(timespec="seconds"),
         "finished": finished.isoformat(timespec="seconds"),
-        "command": "gsweep " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name in ("gsweep", "__main__.py")
-        else shlex.join(sys.argv),
+        "command": _command_line(args),
+        "argv": sys.argv,
         "machine": {
             "device": device, "device_name": device_name, "device_kind": str(dev0.device_kind),
             "jax_backend": jax.default_backend(), "jax_devices": len(devices),
-            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)),
+            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "cpu_affinity": _cores(),
             "platform": platform.platform(), "hostname": platform.node(),
             "versions": {**_versions(), "torch": next((p.get("torch") for p in peers_all), None)},
             "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
@@ -548,8 +557,11 @@ def bench_command(args) -> int:
                                    f"eval) - median(chunk without), step_s = median(chunk without) / K; "
                                    f"eval_overhead_frac = eval_s / (eval_s + {EVAL_CADENCE} step_s), i.e. at "
                                    f"the spec's default eval_every = {EVAL_CADENCE}; "
-                                   "eval_overhead_frac_per_chunk is the same at one evaluation per K steps. "
-                                   "The per-chunk metrics transfer is in both kinds of chunk"),
+                                   "eval_overhead_frac_per_chunk is the same at one evaluation per K steps; "
+                                   "eval_s_raw is the unclamped difference (below the timing noise when it is "
+                                   "negative or near 0), and eval_overhead_frac_flops the same fraction counted "
+                                   "in matmul FLOPs (forward over the pool vs training steps). The per-chunk "
+                                   "metrics transfer is in both kinds of chunk"),
             "peak_memory_bytes": ("XLA's memory analysis of the compiled per-device chunk program: arguments + "
                                   "outputs - donated (aliased) + temporaries; device_peak_bytes_in_use is the "
                                   "device's high-water mark so far in this process, where the backend reports "
@@ -571,6 +583,23 @@ def bench_command(args) -> int:
     os.replace(tmp, path)
     print(f"wrote {path}")
     return 0
+
+
+def _command_line(args) -> str:
+    """The bench command as given (flags in the CLI's spelling)."""
+    parts = ["gsweep", "bench"]
+    for flag, key in (("--device", "device"), ("--peer", "peer"), ("--steps", "steps"), ("--p", "p"),
+                      ("--out", "out")):
+        v = getattr(args, key, None)
+        if v is not None and not (key == "out" and v == "results/bench"):
+            parts += [flag, str(v)]
+    for flag, key in (("--models", "models"), ("--precision", "precision")):
+        v = getattr(args, key, None)
+        if v:
+            parts += [flag, *map(str, v)]
+    if getattr(args, "quick", False):
+        parts.append("--quick")
+    return shlex.join(parts)
 
 
 def _json_default(o):
@@ -640,6 +669,8 @@ def _config(b: EngineBench, plan: Plan, precision: str, device_name: str, peak: 
         "eval_overhead_frac": eval_s / (eval_s + EVAL_CADENCE * step_s) if step_s > 0 else None,
         "eval_overhead_frac_per_chunk": eval_s / med_e if med_e > 0 else None,
         "eval_s": eval_s,
+        "eval_s_raw": med_e - med_n,
+        "eval_overhead_frac_flops": counts["flops_per_eval"] / (counts["flops_per_eval"] + EVAL_CADENCE * flops),
         "eval_cadence_steps": EVAL_CADENCE,
         "chunk_s_no_eval": tn,
         "chunk_s_with_eval": te,

@@ -1,0 +1,92 @@
+"""`gsweep bench`: the CI-sized run prints and writes every documented key (not its speed), the
+FLOP counts agree with the issue's figures, and a missing peer is one clear error."""
+
+import argparse
+import json
+import math
+import subprocess
+
+import pytest
+
+from gsweep.bench import CONFIG_KEYS, DEFAULT_PEER, Recipe, flop_counts, make_plan
+from tests.conftest import ROOT, gsweep_cmd
+
+
+def test_flop_counts_match_the_issue_for_the_standard_recipe():
+    # p = 113: pool 12769 pairs, 30% = 3830 training examples, vocabulary p + 1 ('='), T = 3
+    c = flop_counts(Recipe(p=113), vocab=114, n_classes=113, seq=3, batch=3830, pool=12769)
+    # the issue: "about 6.4 GFLOP" with queries, attention output and MLP at the answer position only
+    assert c["flops_per_model_step_last_position_only"] == pytest.approx(6.4e9, rel=0.01)
+    # the issue's 47 TFLOP/s at 3,030 model-steps/s counted as 6·params·tokens: ~15.5 GFLOP
+    assert c["flops_per_model_step_6nd"] == pytest.approx(47e12 / 3030, rel=0.02)
+    # gsweep also tabulates the first block: less again; the peer computes every position: more
+    assert c["flops_per_model_step"] < c["flops_per_model_step_last_position_only"] < c["flops_per_model_step_peer"]
+    assert c["params"] == 114 * 128 + 3 * 128 + 128 * 384 + 128 * 128 + 128 * 512 + 512 + 512 * 128 + 128 + 128 * 113
+
+
+def test_plans_follow_the_issue():
+    ns = lambda **kw: argparse.Namespace(**{"quick": False, "steps": None, "models": None, "p": None,  # noqa: E731
+                                           "precision": None, **kw})
+    gpu = make_plan(ns(), "gpu")
+    assert gpu.recipe.p == 113 and set(gpu.precisions) == {"tf32", "highest"} and gpu.runs == (256, 512, 1024)
+    assert gpu.loop_models >= 1 and gpu.vmap_models == 256
+    cpu = make_plan(ns(), "cpu")
+    assert cpu.recipe.p == 59 and cpu.recipe.frac == 0.3 and cpu.precisions == ("highest",)
+    assert (cpu.recipe.d_model, cpu.recipe.heads, cpu.recipe.d_mlp, cpu.recipe.depth) == (128, 4, 512, 1)
+    quick = make_plan(ns(quick=True, models=[3], precision=["tf32", "tf32"]), "cpu")
+    assert quick.runs == (3,) and quick.precisions == ("tf32",) and quick.recipe.d_model == 32
+
+
+def test_a_missing_peer_is_one_clear_error(tmp_path):
+    missing = tmp_path / "nope" / "torch_reference.py"
+    p = subprocess.run(gsweep_cmd("bench", "--device", "cpu", "--quick", "--peer", missing, "--out", tmp_path / "b"),
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert str(missing) in p.stderr and "--peer" in p.stderr
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_and_writes_every_key(tmp_path):
+    pytest.importorskip("torch")
+    if not DEFAULT_PEER.is_file():
+        pytest.skip(f"no PyTorch peer at {DEFAULT_PEER}")
+    out = tmp_path / "bench"
+    p = subprocess.run(gsweep_cmd("bench", "--device", "cpu", "--quick", "--out", out),
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert p.returncode == 0, p.stdout + p.stderr
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 1, files
+    doc = json.loads(files[0].read_text())
+    assert str(files[0]) in p.stdout
+
+    (cfg,) = doc["configurations"]
+    printed = [ln for ln in p.stdout.splitlines() if ln.startswith("configuration:")]
+    assert len(printed) == 1
+    for k in CONFIG_KEYS:
+        assert k in cfg, k
+        assert f" {k}=" in printed[0], k
+    # --quick asks for 2 runs; rounded up to a multiple of the devices (the tests fake 4 CPU devices)
+    n_dev = doc["machine"]["jax_devices"]
+    assert cfg["precision"] == "highest" and cfg["runs"] == max(2, n_dev) and cfg["runs_per_chunk"] == cfg["runs"]
+    assert isinstance(cfg["device_name"], str) and cfg["device_name"]
+    for k in ("model_steps_per_s", "ratio_vs_torch_loop", "ratio_vs_torch_vmap", "achieved_tflops", "peak_tflops",
+              "torch_loop_model_steps_per_s", "torch_vmap_model_steps_per_s"):
+        assert isinstance(cfg[k], float) and math.isfinite(cfg[k]) and cfg[k] > 0, (k, cfg[k])
+    assert isinstance(cfg["flops_per_model_step"], int) and cfg["flops_per_model_step"] > 0
+    assert "tabulated" in cfg["flops_counting"]
+    xla = cfg["flops_per_model_step_xla"]
+    assert xla is None or 0.5 < xla / cfg["flops_per_model_step"] < 3  # XLA also counts elementwise work
+    assert cfg["compile_s"] >= 0 and 0 <= cfg["eval_overhead_frac"] < 1
+    assert isinstance(cfg["peak_memory_bytes"], int) and cfg["peak_memory_bytes"] > 0
+    assert cfg["ratio_vs_torch_loop"] == pytest.approx(cfg["model_steps_per_s"] / cfg["torch_loop_model_steps_per_s"])
+    assert cfg["achieved_tflops"] == pytest.approx(cfg["flops_per_model_step"] * cfg["model_steps_per_s"] / 1e12)
+
+    m = doc["machine"]
+    assert m["device"] == "cpu" and m["cpu_count"] >= 1 and len(m["loadavg_start"]) == 3
+    assert m["versions"]["jax"] and m["versions"]["torch"]
+    assert doc["command"].startswith("gsweep bench --device cpu") and doc["command"].endswith("--quick")
+    modes = {r["mode"] for r in doc["peer_runs"]}
+    assert modes == {"loop", "vmap"}
+    assert all("--p 13" in c and "--d-model 32" in c for c in doc["peer_commands"])
