@@ -85,7 +85,6 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
     """
     import jax
 
-    from gsweep import checkpoint
     from gsweep.train.engine import GroupProgram, make_mesh, to_host
     from gsweep.train.sweep import curve_rows, enable_compilation_cache
 
@@ -125,7 +124,6 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
     if not quiet:
         print(f"replayed {run_id}: {n} recorded evaluations matched (max |diff| {diff:.2e}); "
               f"parameters at steps {', '.join(map(str, steps))} in {out}")
-    del checkpoint
     return ReplayResult(out, list(steps), diff, n)
 
 

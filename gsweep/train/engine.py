@@ -300,6 +300,12 @@ class GroupProgram:
         host = {k: np.moveaxis(v, 0, 1)[: len(steps)] for k, v in host.items()}
         return states, host, steps
 
+    def resize(self, runs_per_chunk: int) -> GroupProgram:
+        """Change R, the runs of one compiled call (rounded up to the device count); nothing is
+        compiled until the next call, which compiles for the new shapes."""
+        self.R = _round_up(max(1, runs_per_chunk), self.n_dev)
+        return self
+
     def bytes_per_run(self) -> int:
         """A rough upper bound of device memory per run, for sizing runs_per_chunk."""
         m = self.model_cfg

@@ -477,11 +477,9 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                     continue
                 full_group = [r for r in runs_all if r.group_id == gid]  # fixes shapes for any shard/extension
                 t_compile = time.perf_counter()
-                probe = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh)
-                per_chunk = choose_runs_per_chunk(len(grp), int(grp[0].settings["train.runs_per_chunk"]),
-                                                  probe.bytes_per_run(), mesh.devices.size)
-                prog = GroupProgram(gid, full_group, runs_per_chunk=per_chunk, mesh=mesh) \
-                    if per_chunk != probe.R else probe
+                prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh)
+                prog.resize(choose_runs_per_chunk(len(grp), int(grp[0].settings["train.runs_per_chunk"]),
+                                                  prog.bytes_per_run(), mesh.devices.size))
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
                                        "splits": list(prog.split_names)}
@@ -504,7 +502,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                         half = max(mesh.devices.size, prog.R // 2)
                         print(f"\ngsweep: device out of memory with {prog.R} runs per chunk in group {gid}; "
                               f"retrying with {half}", file=sys.stderr)
-                        prog = GroupProgram(gid, full_group, runs_per_chunk=half, mesh=mesh)
+                        prog.resize(half)
                         meta["groups"][gid]["runs_per_chunk"] = prog.R
                         meta["groups"][gid].setdefault("oom_retries", 0)
                         meta["groups"][gid]["oom_retries"] += 1
