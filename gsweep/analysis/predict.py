@@ -73,16 +73,10 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
 
 
 def swept_cell_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
-    """The keys that define a grid cell: meta.json's swept_keys (else spec.yaml's list-valued leaves),
-    without seeds (``seed``, ``task.data_seed``, any ``*_seed``), restricted to columns of runs."""
-    keys = meta.get("swept_keys")
-    if keys is None:
-        keys = []
-        for block in ("task", "model", "train"):
-            for k, v in (spec.get(block) or {}).items():
-                if isinstance(v, list) and len(v) > 1:
-                    keys.append(f"{block}.{k}")
-    return [k for k in keys if not SEED_LIKE.search(k) and k in runs.columns and runs[k].nunique(dropna=False) > 1]
+    """The keys that define a grid cell: the swept keys (gsweep.analysis.summary.swept_keys) without
+    seeds (``seed``, ``task.data_seed``, any ``*_seed``) and without keys constant in ``runs``."""
+    from gsweep.analysis.summary import swept_keys
+    return [k for k in swept_keys(spec, meta, runs) if not SEED_LIKE.search(k) and runs[k].nunique(dropna=False) > 1]
 
 
 def splits_of(curves: pd.DataFrame, runs: pd.DataFrame) -> list[str]:

@@ -33,8 +33,9 @@ import yaml
 from gsweep.analysis.survival import censored_durations, km_median, wilson_interval
 from gsweep.errors import UserError
 from gsweep.metrics.labels import PHASES, compute_labels
+from gsweep.schema import ANALYSIS_SCHEMA
 
-ANALYSIS_DEFAULTS = {"threshold": 0.99, "gap": 10.0, "gap_mode": "relative"}
+ANALYSIS_DEFAULTS = {k: ANALYSIS_SCHEMA[k].default for k in ("threshold", "gap", "gap_mode")}
 # runs.parquet columns that are not settings (labels and bookkeeping)
 NON_SETTING = ("run_id", "group_id", "status", "steps_done", "diverged_step", "delay", "phase")
 

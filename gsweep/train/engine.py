@@ -19,8 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -361,7 +360,3 @@ def choose_runs_per_chunk(n_runs: int, requested: int, bytes_per_run: int, n_dev
     per_dev = max(1, mem // max(1, bytes_per_run))
     cap = min(n_runs, per_dev * n_dev, 4096)
     return _round_up(max(1, cap), n_dev)
-
-
-def settings_frame(runs: Sequence[Run]) -> list[Mapping[str, Any]]:
-    return [dict(r.settings) for r in runs]
