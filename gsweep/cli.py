@@ -34,7 +34,7 @@ def _summarize(a):
 
 def _plot(a):
     if a.kind in ("attention", "fourier", "neurons"):
-        from gsweep.inspect import plot_command
+        from gsweep.replay import plot_command
         return plot_command(a)
     from gsweep.plot.commands import plot_command
     return plot_command(a)
@@ -56,7 +56,7 @@ def _bench(a):
 
 
 def _replay(a):
-    from gsweep.inspect import replay_command
+    from gsweep.replay import replay_command
     return replay_command(a)
 
 

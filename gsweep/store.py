@@ -74,14 +74,11 @@ def read_spec_yaml(results_dir: Path) -> dict:
 
 
 def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    """(runs, curves, spec, meta) of a results dir; a clear error when a file is missing."""
-    d = Path(results_dir)
-    if not d.is_dir():
-        raise UserError(f"{d}: no such results dir")
-    for f in (SPEC, META, RUNS, CURVES):
-        if not (d / f).exists():
-            raise UserError(f"{d}: missing {f} (has the sweep run? `gsweep run` writes it)")
-    return pd.read_parquet(d / RUNS), pd.read_parquet(d / CURVES), read_spec_yaml(d), read_json(d / META)
+    """(runs, curves, spec, meta) of a results dir, read by the one loader (:mod:`gsweep.results`)."""
+    from gsweep.results import load_results as load
+
+    res = load(results_dir)
+    return res.runs, res.curves, res.spec, res.meta
 
 
 def sort_curves(df: pd.DataFrame) -> pd.DataFrame:

@@ -154,7 +154,7 @@ def test_curves(syn, tmp_path):
     keys, cells = select_cells(res, "train.weight_decay == 1.0 and model.depth == 1")
     assert keys == ["task.data_frac"] and len(cells) == 3 and all(len(ids) == 3 for _, ids in cells)
     ids = cells[0][1]  # frac 0.2: t_gen 1500, never, never -> the median test acc stays below 0.99
-    b = curve_bands(res.curves(), ids, "test", "acc")
+    b = curve_bands(res.curves, ids, "test", "acc")
     assert b["median"].max() < 0.99 and (b["q75"] >= b["median"]).all() and (b["q25"] <= b["median"]).all()
     assert b["n"].max() == 3
     out = tmp_path / "c.png"

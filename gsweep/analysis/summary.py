@@ -19,181 +19,28 @@ from ``curves.parquet`` (:func:`gsweep.metrics.labels.compute_labels`), no retra
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from gsweep.analysis.survival import censored_durations, km_median, wilson_interval
 from gsweep.errors import UserError
-from gsweep.metrics.labels import PHASES, compute_labels
-from gsweep.schema import ANALYSIS_SCHEMA
-
-ANALYSIS_DEFAULTS = {k: ANALYSIS_SCHEMA[k].default for k in ("threshold", "gap", "gap_mode")}
-# runs.parquet columns that are not settings (labels and bookkeeping)
-NON_SETTING = ("run_id", "group_id", "status", "steps_done", "diverged_step", "delay", "phase")
-
-
-# ----------------------------------------------------------------------------------------------
-# loading
-
-
-@dataclasses.dataclass
-class Results:
-    """A results dir, read: its spec (dict), meta (dict), runs table and the labelling in force."""
-
-    path: Path
-    spec: dict
-    meta: dict
-    runs: pd.DataFrame
-    threshold: float
-    gap: float
-    gap_mode: str
-    _curves: pd.DataFrame | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.spec.get("name") or self.path.name)
-
-    @property
-    def task_name(self) -> str:
-        task = self.spec.get("task") or {}
-        name = task.get("name")
-        if name is None and "task.name" in self.runs:
-            vals = sorted(self.runs["task.name"].dropna().astype(str).unique())
-            name = vals if len(vals) > 1 else (vals[0] if vals else None)
-        if isinstance(name, (list, tuple)):
-            return ", ".join(map(str, name))
-        return str(name) if name is not None else "?"
-
-    @property
-    def budget(self) -> int | None:
-        """The step budget (the largest ``train.steps``; else the largest ``steps_done``)."""
-        for col in ("train.steps", "steps_done"):
-            if col in self.runs and self.runs[col].notna().any():
-                return int(pd.to_numeric(self.runs[col], errors="coerce").max())
-        steps = (self.spec.get("train") or {}).get("steps")
-        if isinstance(steps, list):
-            return int(max(steps))
-        return int(steps) if steps is not None else None
-
-    @property
-    def swept_keys(self) -> list[str]:
-        return swept_keys(self.spec, self.meta, self.runs)
-
-    def curves(self) -> pd.DataFrame:
-        if self._curves is None:
-            p = self.path / "curves.parquet"
-            if not p.exists():
-                raise UserError(f"{p}: no such file (learning curves are needed here)")
-            self._curves = pd.read_parquet(p)
-        return self._curves
-
-    def setting_columns(self) -> list[str]:
-        return [c for c in self.runs.columns if "." in c or c == "seed"]
-
-
-def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
-    """Swept dotted keys: meta.json's ``swept_keys``, else the spec's list-valued leaves, else the
-    setting columns of ``runs`` that take more than one value. Includes ``seed`` when several."""
-    keys = meta.get("swept_keys")
-    if keys is None and spec:
-        keys = [f"{b}.{k}" for b in ("task", "model", "train") for k, v in (spec.get(b) or {}).items()
-                if isinstance(v, list) and len(v) > 1]
-        seeds = spec.get("seeds")
-        if (isinstance(seeds, list) and len(seeds) > 1) or (isinstance(seeds, int) and seeds > 1):
-            keys.append("seed")
-    if keys is None:
-        cols = [c for c in runs.columns if "." in c or c == "seed"]
-        keys = [c for c in cols if runs[c].nunique(dropna=False) > 1]
-    return [k for k in keys if k in runs.columns]
-
-
-def load_results(results_dir: str | Path, threshold: float | None = None, gap: float | None = None,
-                 gap_mode: str | None = None) -> Results:
-    """Read ``results_dir``; recompute the labels from ``curves.parquet`` when any of ``threshold``,
-    ``gap`` or ``gap_mode`` is given and differs from the spec's ``analysis`` block."""
-    path = Path(results_dir)
-    if not path.is_dir():
-        raise UserError(f"{path}: no such results dir")
-    runs_path = path / "runs.parquet"
-    if not runs_path.exists():
-        raise UserError(f"{runs_path}: no such file (has `gsweep run` written results here?)")
-    spec: dict = {}
-    if (path / "spec.yaml").exists():
-        try:
-            spec = yaml.safe_load((path / "spec.yaml").read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path / 'spec.yaml'}: malformed YAML: {e}") from None
-    meta: dict = {}
-    if (path / "meta.json").exists():
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path / 'meta.json'}: malformed JSON: {e}") from None
-    runs = pd.read_parquet(runs_path)
-    analysis = {**ANALYSIS_DEFAULTS, **{k: v for k, v in (spec.get("analysis") or {}).items() if v is not None}}
-    res = Results(path, spec, meta, runs, float(analysis["threshold"]), float(analysis["gap"]),
-                  str(analysis["gap_mode"]))
-    want = {"threshold": threshold, "gap": gap, "gap_mode": gap_mode}
-    want = {k: v for k, v in want.items() if v is not None}
-    if threshold is not None and not 0 < threshold <= 1:
-        raise UserError(f"--threshold: an accuracy in (0, 1], got {threshold}")
-    if gap is not None and gap <= 0:
-        raise UserError(f"--gap: must be > 0, got {gap}")
-    if gap_mode is not None and gap_mode not in ("relative", "absolute"):
-        raise UserError(f"--gap-mode: 'relative' or 'absolute', got {gap_mode!r}")
-    have_labels = "phase" in runs.columns and "t_gen" in runs.columns
-    if any(getattr(res, k) != v for k, v in want.items()) or not have_labels:
-        for k, v in want.items():
-            setattr(res, k, float(v) if k != "gap_mode" else v)
-        relabel(res)
-    return res
-
-
-def _is_label_column(c: str) -> bool:
-    return "." not in c and (c.startswith("t_") or c.startswith("final_") or c in ("delay", "phase"))
-
-
-def relabel(res: Results) -> None:
-    """Recompute the label columns of ``res.runs`` from the curves with ``res``'s thresholds."""
-    runs = res.runs
-    for col in ("run_id", "steps_done"):
-        if col not in runs:
-            raise UserError(f"{res.path / 'runs.parquet'}: no {col!r} column; cannot relabel")
-    if "status" not in runs:
-        runs = runs.assign(status="done")
-    labels = compute_labels(res.curves(), runs, res.threshold, res.gap, res.gap_mode)
-    base = runs.reset_index(drop=True).drop(columns=[c for c in runs.columns if _is_label_column(c)])
-    res.runs = pd.concat([base, labels], axis=1)
-
-
-# ----------------------------------------------------------------------------------------------
-# cells
-
-
-def default_cell_keys(res: Results) -> list[str]:
-    return [k for k in res.swept_keys if k != "seed"]
-
-
-def check_columns(res: Results, keys: list[str], what: str) -> None:
-    """UserError naming a missing column and listing the valid ones."""
-    for k in keys:
-        if k not in res.runs.columns:
-            valid = ", ".join(res.runs.columns)
-            raise UserError(f"{what} {k!r}: no such column in {res.path / 'runs.parquet'}; valid: {valid}")
-
-
-def is_diverged(runs: pd.DataFrame) -> np.ndarray:
-    if "status" not in runs:
-        return np.zeros(len(runs), dtype=bool)
-    return (runs["status"].astype("string").fillna("") == "diverged").to_numpy(dtype=bool)
+from gsweep.metrics.labels import PHASES
+from gsweep.results import (  # noqa: F401 - the loader lives in gsweep.results; re-exported here
+    ANALYSIS_DEFAULTS,
+    NON_SETTING,
+    Results,
+    check_columns,
+    default_cell_keys,
+    is_diverged,
+    load_results,
+    relabel,
+    swept_keys,
+)
 
 
 def step_columns(runs: pd.DataFrame) -> list[str]:

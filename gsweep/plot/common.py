@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gsweep.analysis.summary import Results, load_results  # noqa: E402
 from gsweep.errors import UserError  # noqa: E402
+from gsweep.results import Results, load_results  # noqa: E402
 
 SUFFIXES = (".png", ".svg", ".pdf")
 

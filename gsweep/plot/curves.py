@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gsweep.analysis.summary import Results, default_cell_keys
 from gsweep.errors import UserError
 from gsweep.plot import common
+from gsweep.results import Results, default_cell_keys
 
 MAX_LEGEND = 16
 
@@ -54,7 +54,7 @@ def select_cells(res: Results, where: str | None) -> tuple[list[str], list[tuple
 def curves_command(res: Results, args) -> int:
     where = getattr(args, "where", None)
     keys, cells = select_cells(res, where)
-    curves = res.curves()
+    curves = res.curves
     have = list(pd.unique(curves["split"]))
     splits = list(dict.fromkeys(getattr(args, "split", None) or [s for s in ("train", "test") if s in have] or have[:2]))
     for s in splits:

@@ -18,9 +18,9 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from gsweep.analysis.summary import Results, is_diverged
 from gsweep.analysis.survival import km_median
 from gsweep.plot import common
+from gsweep.results import Results, is_diverged
 
 LINESTYLES = ("-", "--", ":", "-.")
 METRIC = "t_gen"

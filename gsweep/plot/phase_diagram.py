@@ -25,11 +25,11 @@ import pandas as pd
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter
 
-from gsweep.analysis.summary import Results, check_columns, is_diverged
 from gsweep.analysis.survival import km_median
 from gsweep.errors import UserError
 from gsweep.metrics.labels import PHASES
 from gsweep.plot import common
+from gsweep.results import Results, check_columns, is_diverged
 
 PHASE_COLORS = {
     "comprehension": "#2ca02c",  # green

@@ -632,7 +632,7 @@ def run_command(args) -> int:
     import jax
     where = spec.analysis.get("snapshot_where")
     if where and jax.process_index() == 0 and res.runs is not None:
-        from gsweep.inspect import snapshot_runs
+        from gsweep.replay import snapshot_runs
         ids = snapshot_runs(out, res.runs, where, spec.analysis.get("snapshot_steps") or "log")
         print(f"{out}: parameter snapshots of {len(ids)} run(s) under {out}/replays/")
     if jax.process_index() == 0 and res.runs is not None:

@@ -7,7 +7,7 @@ import yaml
 from PIL import Image
 
 from gsweep.errors import UserError
-from gsweep.inspect import (
+from gsweep.replay import (
     fourier_power,
     key_frequencies,
     log_steps,

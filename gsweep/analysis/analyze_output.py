@@ -1,0 +1,200 @@
+"""What ``gsweep analyze`` shows: the ROC and onset figures and the printed summary."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gsweep.analysis import stats
+from gsweep.analysis.analyze_common import BASELINE, MIN_CI_CLASS
+from gsweep.metrics.labels import label_column
+
+# ----------------------------------------------------------------------------------------------
+# plots (matplotlib's object API: no pyplot state, any backend)
+
+
+def _figure(w, h):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_roc(path: Path, out: dict, rocs: dict) -> str:
+    labs = list(rocs)
+    fig = _figure(5.2 * len(labs), 4.8)
+    for i, lab in enumerate(labs):
+        ax = fig.add_subplot(1, len(labs), i + 1)
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
+        res = out["predictors"][lab]
+        drawn = 0
+        for name, (y, s) in rocs[lab].items():
+            fpr, tpr = stats.roc_curve(y, s)
+            if not len(fpr):
+                continue
+            a = res["scores"][name]["auroc"]
+            style = dict(color="k", lw=2, ls=":") if name == BASELINE else dict(lw=1.5)
+            ax.plot(fpr, tpr, label=f"{name} (AUROC {a:.2f})", **style)
+            drawn += 1
+        if not drawn:
+            reason = res["scores"][BASELINE].get("auroc_reason", "undefined")
+            ax.text(0.5, 0.5, f"AUROC undefined:\n{reason}", ha="center", va="center", fontsize=9, wrap=True)
+        split = out["target"] if lab == "reasoned" else out["source"]
+        ax.set_title(f"{lab}: reaches {split} (held-out cells)\n{res['n_scored']} runs, {res['n_pos']} positive",
+                     fontsize=10)
+        ax.set_xlabel("false-positive rate")
+        ax.set_ylabel("true-positive rate")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        if drawn:
+            ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"early warning from the first {out['window']:.0%} of training", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return str(path)
+
+
+def plot_onset(path: Path, out: dict, frame: pd.DataFrame) -> str:
+    src, tgt = out["source"], out["target"]
+    xs, ys = frame[f"t_{src}"].to_numpy(dtype=float), frame[f"t_{tgt}"].to_numpy(dtype=float)
+    done = frame["steps_done"].to_numpy(dtype=float)
+    fig = _figure(5.6, 5.2)
+    ax = fig.add_subplot(1, 1, 1)
+    gx, gy = np.isfinite(xs), np.isfinite(ys)
+    groups = [
+        (gx & gy, xs, ys, dict(marker="o", color="C0"), "reached both"),
+        (gx & ~gy, xs, done, dict(marker="^", facecolors="none", edgecolors="C3"), f"{tgt} censored (at steps_done)"),
+        (~gx & gy, done, ys, dict(marker=">", facecolors="none", edgecolors="C2"), f"{src} censored (at steps_done)"),
+        (~gx & ~gy, done, done, dict(marker="x", color="0.5"), "both censored"),
+    ]
+    allv = np.r_[xs[gx], ys[gy], done]
+    allv = allv[np.isfinite(allv) & (allv > 0)]
+    lo, hi = (allv.min(), allv.max()) if allv.size else (1.0, 10.0)
+    for m, x, y, style, label in groups:
+        if m.any():
+            jitter = np.exp(np.random.default_rng(0).normal(0, 0.02, m.sum())) if label == "both censored" else 1
+            ax.scatter(x[m] * jitter, y[m], s=22, alpha=0.75, label=f"{label} ({int(m.sum())})", **style)
+    ax.plot([lo, hi], [lo, hi], color="0.7", lw=1, ls="--", label="same step")
+    wmax = out["window_steps"]["max"]
+    ax.axvline(wmax, color="0.8", lw=1, ls=":")
+    ax.axhline(wmax, color="0.8", lw=1, ls=":", label=f"window end ({wmax} steps)")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{label_column(src)}: first step with {src} acc >= {out['threshold']:g}")
+    ax.set_ylabel(f"{label_column(tgt)}: first step with {tgt} acc >= {out['threshold']:g}")
+    sp = out["overall"]["spearman"]
+    if sp["value"] is not None and math.isfinite(sp["value"]):
+        ci = f" [{sp['ci'][0]:.2f}, {sp['ci'][1]:.2f}]" if "bootstrap" in sp else ""
+        title = f"Spearman {sp['value']:.2f}{ci} over {sp['n_both']} runs reaching both"
+    else:
+        title = f"Spearman undefined: {sp.get('reason', '')}"
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return str(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# printed summary
+
+
+def _f(v, nd=2) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{nd}f}"
+
+
+def format_summary(out: dict, max_cells: int = 20) -> str:
+    src, tgt = out["source"], out["target"]
+    o = out["overall"]
+    j = o["joint"]
+    L = []
+    ws = out["window_steps"]
+    wtxt = f"{ws['min']}" if ws["min"] == ws["max"] else f"{ws['min']}-{ws['max']}"
+    L.append(f"gsweep analyze {out['results_dir']}: does generalising on {src!r} predict reaching {tgt!r}?")
+    L.append(f"  {out['n_runs']} runs in {out['n_cells']} cell(s)"
+             f" (cells: {', '.join(out['cell_keys']) or 'none swept'}; seeds grouped)"
+             + (f", {out['n_diverged_left_out']} diverged left out" if out["n_diverged_left_out"] else "")
+             + f"; threshold {out['threshold']:g}; window {out['window']:.0%} = {wtxt} steps")
+    L.append("")
+    w = max(len(src), len(tgt)) + 16
+    L.append(f"  {'':<{w}}{'reached ' + tgt:>18}{'not reached':>14}")
+    L.append(f"  {'reached ' + src:<{w}}{j['both']:>18}{j['source_only']:>14}")
+    L.append(f"  {'not reached ' + src:<{w}}{j['target_only']:>18}{j['neither']:>14}")
+    pr = o["precision_ci"]
+    ptxt = (f"precision {_f(o['precision'])} [{_f(pr[0])}, {_f(pr[1])}]" if "precision_reason" not in o
+            else f"precision n/a ({o['precision_reason']})")
+    rtxt = f"recall {_f(o['recall'])}" if "recall_reason" not in o else f"recall n/a ({o['recall_reason']})"
+    L.append(f"  grokked => reasoning: {ptxt} (base rate {_f(o['base_rate'])}), {rtxt}, F1 {_f(o['f1'])}, "
+             f"MCC {_f(o['mcc'])}" + (f" ({o['mcc_reason']})" if "mcc_reason" in o else ""))
+    sp = o["spearman"]
+    if sp["value"] is not None and math.isfinite(sp["value"]):
+        ci = (f"[{_f(sp['ci'][0])}, {_f(sp['ci'][1])}]" if "bootstrap" in sp else "(no interval)")
+        how = f" (bootstrap over {sp['bootstrap']['resampled']})" if "bootstrap" in sp else ""
+        L.append(f"  onsets: Spearman({label_column(src)}, {label_column(tgt)}) = {_f(sp['value'])} {ci} "
+                 f"over {sp['n_both']} runs reaching both{how}; {tgt} not before {src} in "
+                 f"{_f(100 * sp['target_not_before_source'], 0)}% of them")
+    else:
+        L.append(f"  onsets: Spearman undefined ({sp['reason']})")
+    cz = o["censored"]
+    L.append(f"  censored (not reached within steps_done): {src} {cz[src]}, {tgt} {cz[tgt]} runs; negatives for "
+             "'eventually', left out of the onset comparison")
+    if out.get("phase_table"):
+        L.append("  by phase (reached " + tgt + " / runs): " + ", ".join(
+            f"{p} {v['reached']}/{v['reached'] + v['not_reached']}" for p, v in out["phase_table"].items()))
+    L.append("")
+    L.append(f"  early warning from the first {out['window']:.0%}: AUROC / AUPRC on held-out cells "
+             f"({out['folds']}); alarm threshold at FPR {out['false_positive_rate']:.0%} chosen on training folds")
+    for lab, res in out["predictors"].items():
+        split = tgt if lab == "reasoned" else src
+        L.append(f"  {lab} (reaches {split}): {res['n_scored']} runs scored, {res['n_pos']} positive, "
+                 f"{res['n_reached_in_window']} reached inside the window (left out), {res['n_censored']} censored")
+        if 0 < res["n_pos"] < res["n_scored"] and min(res["n_pos"], res["n_scored"] - res["n_pos"]) < MIN_CI_CLASS:
+            L.append(f"    (too few to read: no intervals under {MIN_CI_CLASS} positive and {MIN_CI_CLASS} negative runs)")
+        if res["n_pos"] == 0 or res["n_pos"] == res["n_scored"]:
+            why = res["scores"][BASELINE].get("auroc_reason", "one class only")
+            L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
+            continue
+        L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
+                 f"{'lead (steps)':>14}{'+hparams':>10}  direction")
+        for name, s in res["scores"].items():
+            if s.get("auroc") is None or not math.isfinite(s["auroc"]):
+                L.append(f"    {name:<18}{'n/a':>7}  {s.get('auroc_reason', '')}")
+                continue
+            ci = s["auroc_ci"]
+            cit = f"[{_f(ci[0])}, {_f(ci[1])}]" if ci[0] is not None and math.isfinite(ci[0]) else ""
+            lead = s.get("lead_steps_median")
+            plus = s.get("auroc_with_hyperparameters")
+            L.append(f"    {name:<18}{_f(s['auroc']):>7} {cit:<14}{_f(s['auprc']):>7}{_f(s['auprc_chance']):>9}"
+                     f"{_f(s['tpr_at_fpr']):>9}{(_f(lead, 0) if lead is not None else '-'):>14}"
+                     f"{(_f(plus) if plus is not None else '-'):>10}  {s.get('direction', '')}")
+    for msg in out["left_out"].values():
+        L.append(f"  note: {msg}")
+    if out["n_cells"] > 1:
+        L.append("")
+        L.append(f"  per cell ({min(out['n_cells'], max_cells)} of {out['n_cells']}): runs, both / {src} only / "
+                 f"{tgt} only / neither, MCC, Spearman")
+        for row in out["per_cell"][:max_cells]:
+            jj = row["joint"]
+            L.append(f"    {row['cell']}: {row['n']}, {jj['both']}/{jj['source_only']}/{jj['target_only']}/"
+                     f"{jj['neither']}, MCC {_f(row['mcc'])}, Spearman {_f(row['spearman']['value'])}")
+        if out["n_cells"] > max_cells:
+            L.append(f"    ... {out['n_cells'] - max_cells} more in analysis.json")
+    L.append("")
+    for n in out["notes"]:
+        L.append(f"  caveat: {n}")
+    if out.get("written"):
+        L.append("  wrote " + ", ".join(out["written"]))
+    return "\n".join(L)
