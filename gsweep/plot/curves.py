@@ -51,12 +51,12 @@ def select_cells(res: Results, where: str | None) -> tuple[list[str], list[tuple
     return keys, cells
 
 
-def curves_command(res: Results, args) -> int:
-    where = getattr(args, "where", None)
+def draw_curves(res: Results, where: str | None = None, split: list[str] | None = None):
+    """(figure, default file name) of the learning curves of the cells ``where`` selects."""
     keys, cells = select_cells(res, where)
     curves = res.curves
     have = list(pd.unique(curves["split"]))
-    splits = list(dict.fromkeys(getattr(args, "split", None) or [s for s in ("train", "test") if s in have] or have[:2]))
+    splits = list(dict.fromkeys(split or [s for s in ("train", "test") if s in have] or have[:2]))
     for s in splits:
         if s not in have:
             raise UserError(f"--split {s!r}: no such split in {res.path / 'curves.parquet'}; "
@@ -105,5 +105,10 @@ def curves_command(res: Results, args) -> int:
     if where:
         slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", where).strip("_")[:60]
         name = f"curves-{slug}.png"
+    return fig, name
+
+
+def curves_command(res: Results, args) -> int:
+    fig, name = draw_curves(res, getattr(args, "where", None), getattr(args, "split", None))
     common.save(fig, common.output_path(res, getattr(args, "out", None), name))
     return 0

@@ -64,7 +64,8 @@ def grok_time_data(res: Results) -> tuple[str, list[str], pd.DataFrame, pd.DataF
     return x, lines, pd.DataFrame(rows), per_run
 
 
-def grok_time_command(res: Results, args) -> int:
+def draw_grok_time(res: Results):
+    """The grok-time figure (a matplotlib Figure)."""
     x, lines, pts, per_run = grok_time_data(res)
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     xs = common.sorted_values(per_run[x]) if len(per_run) else []
@@ -139,5 +140,10 @@ def grok_time_command(res: Results, args) -> int:
     ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
     fig.suptitle(f"{res.name}: steps to generalise against {common.key_label(x)}\n{common.subtitle(res)}",
                  fontsize=11)
+    return fig
+
+
+def grok_time_command(res: Results, args) -> int:
+    fig = draw_grok_time(res)
     common.save(fig, common.output_path(res, getattr(args, "out", None), "grok-time.png"))
     return 0

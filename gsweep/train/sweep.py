@@ -468,7 +468,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         groups = group_runs(mine)
         pending_groups = {g: [r for r in rs if r.run_id not in fin] for g, rs in groups.items()}
         total = sum(r.settings["train.steps"] for r in todo)
-        prog_bar = Progress(total, enabled=progress and is_main)
+        # progress: a bool, or a factory (total, enabled) -> a Progress-like bar (gsweep.run's notebook bar)
+        prog_bar = (progress if callable(progress) else Progress)(total, enabled=bool(progress) and is_main)
         in_progress: dict[str, dict] = {}
         status = "done"
         with _Signals() as sig:
