@@ -55,6 +55,11 @@ def _bench(a):
     return bench_command(a)
 
 
+def _report(a):
+    from gsweep.report import report_command
+    return report_command(a)
+
+
 def _replay(a):
     from gsweep.replay import replay_command
     return replay_command(a)
@@ -140,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=float, default=0.1)
     p.add_argument("--threshold", type=float)
     p.set_defaults(fn=_analyze)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a sweep (works offline)")
+    p.add_argument("results_dir")
+    p.add_argument("--out", help="the HTML file (default RESULTS_DIR/report.html)")
+    p.set_defaults(fn=_report)
 
     p = sub.add_parser("merge", help="combine shard results dirs into one")
     p.add_argument("dirs", nargs="+")
