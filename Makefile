@@ -26,8 +26,12 @@ install: $(STAMP)
 sweep: $(STAMP)
 	$(BIN)/python -m gsweep run $(SWEEP) $(ARGS)
 	$(BIN)/python -m gsweep plot phase-diagram results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
+	$(BIN)/python -m gsweep report results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+	    echo "make test: chromium could not be installed here; the report's browser test will be skipped"; }
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)

@@ -117,5 +117,5 @@ def test_readme_notebook_example_runs(tmp_path, monkeypatch):
     exec(compile(_readme_example(), "README.md", "exec"), ns)  # noqa: S102 - our own README
     sw = ns["sw"]
     assert isinstance(sw, Sweep) and len(sw.runs) == 8
-    assert (tmp_path / "results" / "ci-tiny" / "report.html").exists()
+    assert (tmp_path / "results" / "notebook" / "report.html").exists()
     assert np.isfinite(sw.runs["final_test_acc"]).all()
