@@ -9,6 +9,7 @@ scripts that take the report's screenshots.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -48,16 +49,18 @@ class Browser:
         to_r, to_w = os.pipe()      # we write commands -> chromium reads fd 3
         from_r, from_w = os.pipe()  # chromium writes fd 4 -> we read
 
-        def child():
-            a, b = os.dup(to_r), os.dup(from_w)  # above 4, so dup2 never maps an fd onto itself
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
+        # above 4, so the shell's 3<& and 4>& never close what they just opened
+        hi_r, hi_w = fcntl.fcntl(to_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_w, fcntl.F_DUPFD, 10)
+        os.close(to_r)
+        os.close(from_w)
+        to_r, from_w = hi_r, hi_w
+        # fds 3 and 4 are set up by bash (dash takes one-digit fds only); no Python runs in the child
+        redirect = f'exec "$0" "$@" 3<&{to_r} 4>&{from_w} {to_r}<&- {from_w}>&-'
         args = [self.binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
                 "--remote-debugging-pipe", f"--user-data-dir={self._tmp}",
                 f"--window-size={self.width},{self.height}", "about:blank"]
-        self.proc = subprocess.Popen(args, preexec_fn=child, close_fds=False,
+        self.proc = subprocess.Popen(["bash", "-c", redirect, *args], pass_fds=(to_r, from_w),
                                      stdout=subprocess.DEVNULL, stderr=self._log)
         os.close(to_r)
         os.close(from_w)

@@ -17,7 +17,7 @@ import pytest
 
 from gsweep.cli import main
 from gsweep.plot.phase_diagram import choose_axes, phase_diagram_data
-from gsweep.report.data import MISSING, payload
+from gsweep.report.data import MISSING
 from gsweep.results import load_results
 from tests.browser import Browser, find_chromium
 from tests.synthetic_results import write_synthetic
@@ -177,7 +177,7 @@ def test_report_in_headless_chromium(syn, tmp_path):
         assert ">2000" in texts
         if shots:
             b.eval("(() => { const s = document.getElementById('sel-metric'); s.value = 'phase';"
-                   " s.dispatchEvent(new Event('change')); gsweep.showCell(%d); })()" % target)
+                   f" s.dispatchEvent(new Event('change')); gsweep.showCell({target}); }})()")
             b.eval("window.scrollTo(0, 0)")
             b.screenshot(Path(shots) / "report-cell.png", full=True)
         assert b.errors() == []
