@@ -179,5 +179,5 @@ def test_report_in_headless_chromium(syn, tmp_path):
             b.eval("(() => { const s = document.getElementById('sel-metric'); s.value = 'phase';"
                    f" s.dispatchEvent(new Event('change')); gsweep.showCell({target}); }})()")
             b.eval("window.scrollTo(0, 0)")
-            b.screenshot(Path(shots) / "report-cell.png", full=True)
+            b.screenshot(Path(shots) / "report-cell.png")
         assert b.errors() == []
