@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -105,12 +106,13 @@ _CMP = {ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "__le_
         ast.GtE: "__ge__"}
 
 
-def where_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
+def where_mask(df: pd.DataFrame, expr: str, what: str = "where") -> np.ndarray:
     """Boolean mask of the rows of ``df`` matching ``expr``; UserError naming what is not allowed."""
+    text = re.sub(r"`([^`]*)`", r"\1", expr.strip())  # `train.lr` (pandas-style backquotes) reads as train.lr
     try:
-        tree = ast.parse(expr.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
-        raise UserError(f"where {expr!r}: not an expression ({e.msg})") from None
+        raise UserError(f"{what} {expr!r}: not an expression ({e.msg})") from None
 
     def col(node) -> str | None:
         parts = []
@@ -120,7 +122,7 @@ def where_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
         if isinstance(node, ast.Name):
             name = ".".join([node.id, *reversed(parts)])
             if name not in df.columns:
-                raise UserError(f"where {expr!r}: no column {name!r}; columns: {', '.join(map(str, df.columns))}")
+                raise UserError(f"{what} {expr!r}: no column {name!r}; columns: {', '.join(map(str, df.columns))}")
             return name
         return None
 
@@ -132,7 +134,7 @@ def where_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
             return -node.operand.value
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
             return [value(e) for e in node.elts]
-        raise UserError(f"where {expr!r}: {ast.unparse(node)!r} is neither a column nor a plain value")
+        raise UserError(f"{what} {expr!r}: {ast.unparse(node)!r} is neither a column nor a plain value")
 
     def operand(node):
         c = col(node)
@@ -153,19 +155,19 @@ def where_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
                 right = operand(rnode)
                 if isinstance(op, (ast.In, ast.NotIn)):
                     if not isinstance(left, pd.Series) or not isinstance(right, list):
-                        raise UserError(f"where {expr!r}: 'in' needs a column on the left and a list on the right")
+                        raise UserError(f"{what} {expr!r}: 'in' needs a column on the left and a list on the right")
                     m = left.isin(right)
                     m = ~m if isinstance(op, ast.NotIn) else m
                 elif type(op) in _CMP:
                     if not isinstance(left, pd.Series) and not isinstance(right, pd.Series):
-                        raise UserError(f"where {expr!r}: a comparison needs a column")
+                        raise UserError(f"{what} {expr!r}: a comparison needs a column")
                     try:
                         m = getattr(left if isinstance(left, pd.Series) else pd.Series(left, index=df.index),
                                     _CMP[type(op)])(right)
                     except TypeError as e:
-                        raise UserError(f"where {expr!r}: {e}") from None
+                        raise UserError(f"{what} {expr!r}: {e}") from None
                 else:
-                    raise UserError(f"where {expr!r}: operator {type(op).__name__} is not allowed")
+                    raise UserError(f"{what} {expr!r}: operator {type(op).__name__} is not allowed")
                 m = m.fillna(False).astype(bool)
                 out = m if out is None else (out & m)
                 left = right
@@ -173,7 +175,7 @@ def where_mask(df: pd.DataFrame, expr: str) -> np.ndarray:
         c = col(node)
         if c is not None and pd.api.types.is_bool_dtype(df[c]):
             return df[c].fillna(False).astype(bool)
-        raise UserError(f"where {expr!r}: {ast.unparse(node)!r} is not a condition (use ==, <, in, and, or, not)")
+        raise UserError(f"{what} {expr!r}: {ast.unparse(node)!r} is not a condition (use ==, <, in, and, or, not)")
 
     return ev(tree.body).to_numpy(dtype=bool)
 

@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _label_flags(q)
     q = psub.add_parser("curves", help="accuracy and loss against step: median and IQR over seeds")
     q.add_argument("results_dir")
-    q.add_argument("--where", help="pandas query over runs.parquet columns (backquote dotted keys)")
+    q.add_argument("--where", help="filter over runs.parquet columns, e.g. \"train.weight_decay > 0 and seed in [0, 1]\"")
     q.add_argument("--split", nargs="+", action="extend")
     q.add_argument("--out")
     _label_flags(q)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from gsweep import store
 from gsweep.errors import UserError
+from gsweep.results import run_curves
 from gsweep.spec import Run, from_dict
 
 REPLAYS = "replays"
@@ -90,9 +91,7 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
 
     results_dir = Path(results_dir)
     run, group, _ = find_run(results_dir, run_id)
-    curves_path = results_dir / store.CURVES
-    recorded = pd.read_parquet(curves_path) if curves_path.exists() else pd.DataFrame()
-    recorded = recorded[recorded["run_id"] == run_id] if len(recorded) else recorded
+    recorded = run_curves(results_dir, run_id)
     enable_compilation_cache()
     mesh = make_mesh(jax.local_devices()[:1])
     big = GroupProgram(run.group_id, group, runs_per_chunk=1, mesh=mesh, batching="map")
@@ -260,8 +259,7 @@ def plot_fourier(results_dir: Path, run_id: str, steps: Sequence[int] | None, ou
     spectra = np.stack([fourier_power(load_params(results_dir, run_id, s)["embed"], p) for s in steps])
     share = spectra / np.maximum(spectra.sum(1, keepdims=True), 1e-30)
     keys = key_frequencies(spectra[-1])
-    curves = pd.read_parquet(Path(results_dir) / store.CURVES)
-    c = curves[curves["run_id"] == run_id]
+    c = run_curves(results_dir, run_id)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1.3, 1, 1]})
     ax = axes[0]
     im = ax.imshow(share, aspect="auto", cmap="magma", origin="lower", interpolation="nearest",
@@ -378,11 +376,8 @@ def plot_command(args) -> int:
 
 def snapshot_runs(results_dir: Path, runs: pd.DataFrame, where: str, steps_spec: str) -> list[str]:
     """``analysis.snapshot_where``: replay the matching runs after the sweep and keep their parameters."""
-    from gsweep.plot.common import rewrite_query
-    try:
-        sel = runs.query(rewrite_query(where, list(runs.columns)))
-    except Exception as e:  # noqa: BLE001 - pandas raises many kinds
-        raise UserError(f"analysis.snapshot_where {where!r}: {e}") from None
+    from gsweep.api import where_mask
+    sel = runs[where_mask(runs, where, "analysis.snapshot_where")]
     done = []
     for _, r in sel.iterrows():
         total = int(r["train.steps"])

@@ -118,6 +118,14 @@ class Results:
         return new
 
 
+def run_curves(results_dir: str | Path, run_id: str) -> pd.DataFrame:
+    """The curve rows of one run (read with a parquet filter; empty when there are no curves yet)."""
+    p = Path(results_dir) / CURVES
+    if not p.exists():
+        return pd.DataFrame(columns=["run_id", "step", "split", "loss", "acc"])
+    return pd.read_parquet(p, filters=[("run_id", "==", str(run_id))]).reset_index(drop=True)
+
+
 def check_label_args(threshold, gap, gap_mode) -> dict:
     """The given labelling arguments, checked (UserError naming the flag)."""
     if threshold is not None and not 0 < threshold <= 1:

@@ -16,7 +16,7 @@ from PIL import Image
 from gsweep.analysis.summary import load_results
 from gsweep.errors import UserError
 from gsweep.plot.commands import plot_command
-from gsweep.plot.common import is_log_spaced, output_path, rewrite_query
+from gsweep.plot.common import is_log_spaced, output_path, query_runs
 from gsweep.plot.curves import curve_bands, select_cells
 from gsweep.plot.grok_time import grok_time_data
 from gsweep.plot.phase_diagram import CENSORED_COLOR, PHASE_COLORS, phase_diagram_data
@@ -219,12 +219,12 @@ def test_facet_and_axes_flags(syn, tmp_path):
 
 
 def test_helpers(tmp_path, syn):
-    cols = ["train.weight_decay", "model.depth", "seed", "phase"]
-    assert rewrite_query("train.weight_decay > 0 and model.depth == 2", cols) == \
-        "`train.weight_decay` > 0 and `model.depth` == 2"
-    assert rewrite_query("`train.weight_decay` > 0", cols) == "`train.weight_decay` > 0"
-    assert rewrite_query("phase == 'a.b' and train.weight_decay.isin([0.1])", cols) == \
-        "phase == 'a.b' and `train.weight_decay`.isin([0.1])"
+    runs = load_results(syn).runs
+    assert len(query_runs(runs, "train.weight_decay > 0 and model.depth == 2")) == 18
+    assert len(query_runs(runs, "`train.weight_decay` > 0")) == 36  # pandas-style backquotes still read
+    assert len(query_runs(runs, "phase == 'a.b' or train.weight_decay in [0.1]")) == 18
+    with pytest.raises(UserError, match="--where"):  # parsed, never evaluated: no method calls
+        query_runs(runs, "train.weight_decay.isin([0.1])")
     assert is_log_spaced([0.0, 1e-3, 1e-2, 1e-1, 1.0]) and not is_log_spaced([0.2, 0.4, 0.6, 0.8])
     assert not is_log_spaced(["a", "b"])
     res = load_results(syn)

@@ -172,47 +172,14 @@ def positions(values: list, gap_for_zero: bool) -> np.ndarray:
     return pos
 
 
-_DOTTED = re.compile(r"(?<![\w.`'\"])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)")
-
-
-def rewrite_query(expr: str, columns) -> str:
-    """Backquote dotted column names so pandas can query them: ``train.weight_decay > 0`` ->
-    ``\\`train.weight_decay\\` > 0``. Backquoted parts and string literals are left alone; a dotted
-    chain whose prefix is a column keeps its tail (``train.lr.isin(...)``)."""
-    cols = set(map(str, columns))
-    out, i = [], 0
-    # split into backquoted / quoted literals (kept) and plain code (rewritten)
-    for m in re.finditer(r"`[^`]*`|'[^']*'|\"[^\"]*\"", expr):
-        out.append(_rewrite_plain(expr[i:m.start()], cols))
-        out.append(m.group(0))
-        i = m.end()
-    out.append(_rewrite_plain(expr[i:], cols))
-    return "".join(out)
-
-
-def _rewrite_plain(code: str, cols: set[str]) -> str:
-    def sub(m: re.Match) -> str:
-        parts = m.group(1).split(".")
-        for n in range(len(parts), 1, -1):
-            head = ".".join(parts[:n])
-            if head in cols:
-                tail = ".".join(parts[n:])
-                return f"`{head}`" + (f".{tail}" if tail else "")
-        return m.group(1)
-
-    return _DOTTED.sub(sub, code)
-
-
 def query_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
-    """Rows of ``runs`` matching a pandas query (dotted names need no backquotes)."""
+    """Rows of ``runs`` matching a ``--where`` filter (:func:`gsweep.api.where_mask`: comparisons,
+    and/or/not, ``in [...]``; parsed, never evaluated; dotted names need no backquotes)."""
     if not where:
         return runs
-    expr = rewrite_query(where, runs.columns)
-    try:
-        sel = runs.query(expr, engine="python")
-    except Exception as e:  # pandas raises many kinds here: all are the user's expression
-        valid = ", ".join(runs.columns)
-        raise UserError(f"--where {where!r}: {type(e).__name__}: {e}; columns: {valid}") from None
+    from gsweep.api import where_mask
+
+    sel = runs[where_mask(runs, where, "--where")]
     if len(sel) == 0:
         raise UserError(f"--where {where!r}: no run matches (of {len(runs)} runs)")
     return sel
