@@ -555,6 +555,8 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
             "a longer budget could turn some into positives",
         ],
     }
+    from gsweep.analysis.stability import stability_summary  # does reasoning, once it appears, stay?
+    out["stability"] = stability_summary(runs, [source, target])
     if write:
         paths = write_outputs(d, out, frame, rocs, plots)
         out["written"] = paths
@@ -722,6 +724,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     if out.get("phase_table"):
         L.append("  by phase (reached " + tgt + " / runs): " + ", ".join(
             f"{p} {v['reached']}/{v['reached'] + v['not_reached']}" for p, v in out["phase_table"].items()))
+    from gsweep.analysis.stability import format_stability
+    L += [t for t in [format_stability(out.get("stability"))] if t]
     L.append("")
     L.append(f"  early warning from the first {out['window']:.0%}: AUROC / AUPRC on held-out cells "
              f"({out['folds']}); alarm threshold at FPR {out['false_positive_rate']:.0%} chosen on training folds")
