@@ -16,7 +16,7 @@ from gsweep import store
 from gsweep.refine import boundary_points, midpoint, refine
 from gsweep.spec import SpecError, from_dict
 from tests.conftest import tiny_spec_dict
-from tests.test_resume import assert_same, gs, tables, write_spec
+from tests.test_resume import assert_same, gs, tables
 
 # ----------------------------------------------------------------------------------------------
 # midpoints
@@ -154,9 +154,9 @@ def _level(out: Path) -> float:
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
+    from gsweep.train.sweep import run_sweep
     tmp = tmp_path_factory.mktemp("refine-base")
-    f = write_spec(tmp, BASE)
-    gs("run", f, "--out", tmp / "base", "--quiet")
+    run_sweep(from_dict(BASE), tmp / "base", progress=False)
     return tmp / "base"
 
 
@@ -206,19 +206,22 @@ def test_refine_trains_boundary_points_and_resumes_after_sigkill(tmp_path, base_
     assert yaml.safe_load((cut / "spec.yaml").read_text()) == spec
 
 
-def test_refine_bad_input_before_any_work(tmp_path, base_dir):
+def test_refine_bad_input_before_any_work(tmp_path, base_dir, capsys):
+    from gsweep.cli import main
     d = _copy(base_dir, tmp_path / "d")
     before = {p: p.read_bytes() for p in d.rglob("*") if p.is_file()}
     for args, msg in ((["--metric", "final_test_acc"], "--metric and --level go together"),
                       (["--metric", "nope", "--level", "0.5"], "--metric 'nope'"),
+                      (["--metric", "phase", "--level", "0.5"], "not a numeric column"),
                       (["--x", "task.nope"], "--x 'task.nope'"),
-                      (["--rounds", "0"], "--rounds 0")):
-        p = gs("refine", d, *args, check=False)
-        assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
-        assert len(p.stderr.strip().splitlines()) == 1
+                      (["--rounds", "0"], "--rounds 0"),
+                      (["--max-runs", "0"], "--max-runs 0")):
+        assert main(["refine", str(d), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1, (args, err)
     assert {p: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
-    p = gs("refine", tmp_path / "nothing", check=False)
-    assert p.returncode == 2
+    assert main(["refine", str(tmp_path / "nothing")]) == 2
+    assert "not a results dir" in capsys.readouterr().err
 
 
 def test_refined_phase_diagram_says_rounds(tmp_path):
