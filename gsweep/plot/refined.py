@@ -136,11 +136,24 @@ def draw_refined(res, d):
                      + common.metric_label(d.metric, res.threshold), fontsize=9)
     zero = " (0 drawn one grid step below the smallest positive value)" if (
         (xlog and 0 in [float(v) for v in d.x_values]) or (ylog and 0 in [float(v) for v in d.y_values])) else ""
-    how = (f"refined: {len(notes)} round(s) of gsweep refine added {n_points} point(s) to the grid; "
+    shown = _points_with_runs(spec.get("points") or [], res.runs)
+    flight = f" ({n_points - shown} of them still without runs)" if shown < n_points else ""
+    how = (f"refined: {len(notes)} round(s) of gsweep refine added {n_points} point(s) to the grid{flight}; "
            f"each point's cell is its nearest-neighbour region on these axes{zero}; dots: the points, x: censored")
     fig.suptitle(f"{res.name}: {common.metric_label(d.metric, res.threshold)}\n{common.subtitle(res)}\n{how}",
                  fontsize=9)
     return fig
+
+
+def _points_with_runs(points: list, runs) -> int:
+    """How many of the spec's points have runs in runs.parquet (a round in flight has none yet)."""
+    n = 0
+    for p in points:
+        m = np.ones(len(runs), dtype=bool)
+        for k, v in p.items():
+            m &= runs[k].to_numpy() == v if k in runs else False
+        n += bool(m.any())
+    return n
 
 
 def refined_command(res, args) -> int:
