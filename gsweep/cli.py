@@ -65,6 +65,11 @@ def _replay(a):
     return replay_command(a)
 
 
+def _refine(a):
+    from gsweep.refine import refine_command
+    return refine_command(a)
+
+
 def _label_flags(q) -> None:
     q.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
     q.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
@@ -150,6 +155,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--out", help="the HTML file (default RESULTS_DIR/report.html)")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("refine", help="add runs at the midpoints of phase boundaries and train them (same results dir)")
+    p.add_argument("results_dir")
+    p.add_argument("--x")
+    p.add_argument("--y")
+    p.add_argument("--rounds", type=int, default=1, help="refine until the results dir holds N rounds (default 1)")
+    p.add_argument("--max-runs", type=int, help="at most N runs added by this command")
+    p.add_argument("--metric", help="a runs.parquet column: boundaries where cell medians cross --level")
+    p.add_argument("--level", type=float)
+    p.add_argument("--plan", metavar="FILE", help="write the next round's spec to FILE; train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_refine)
 
     p = sub.add_parser("merge", help="combine shard results dirs into one")
     p.add_argument("dirs", nargs="+")

@@ -207,7 +207,7 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
 
 
 def _is_label_column(c: str) -> bool:
-    return "." not in c and (c.startswith("t_") or c.startswith("final_") or c in ("delay", "phase"))
+    return "." not in c and (c.startswith(("t_", "final_", "relapses_")) or c in ("delay", "phase"))
 
 
 def relabel(res: Results) -> None:

@@ -26,7 +26,7 @@ import yaml
 
 from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, Param, model_schema, task_schema
 
-TOP_LEVEL = ("name", "task", "model", "train", "analysis", "seeds")
+TOP_LEVEL = ("name", "task", "model", "train", "analysis", "seeds", "points", "refine")
 SWEPT_BLOCKS = ("task", "model", "train")
 # Keys that change how the engine schedules work, never the numbers a run produces:
 # they are left out of run ids and group signatures.
@@ -182,12 +182,16 @@ class SweepSpec:
     analysis: Mapping[str, Any]
     seeds: tuple[int, ...]
     source: str = "<spec>"
+    points: tuple[Mapping[str, Any], ...] = ()  # runs added outside the product grid (see "points" below)
+    refine: tuple[Mapping[str, Any], ...] = ()  # the rounds of `gsweep refine` that added them (a note)
 
     def to_dict(self) -> dict:
         def plain(m):
             return {k: (list(v) if isinstance(v, tuple) else v) for k, v in m.items()}
         return {"name": self.name, "task": plain(self.task), "model": plain(self.model),
-                "train": plain(self.train), "analysis": dict(self.analysis), "seeds": list(self.seeds)}
+                "train": plain(self.train), "analysis": dict(self.analysis), "seeds": list(self.seeds),
+                **({"points": [dict(p) for p in self.points]} if self.points else {}),
+                **({"refine": [dict(r) for r in self.refine]} if self.refine else {})}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -197,6 +201,7 @@ class SweepSpec:
         """Dotted keys that take more than one value (``seed`` when there is more than one seed)."""
         keys = [f"{b}.{k}" for b in SWEPT_BLOCKS for k, v in getattr(self, b).items()
                 if isinstance(v, tuple) and len(v) > 1]
+        keys += [k for k in point_keys(self) if k not in keys]
         return keys + (["seed"] if len(self.seeds) > 1 else [])
 
     def runs(self) -> list[Run]:
@@ -250,6 +255,7 @@ def expand_runs(spec: SweepSpec) -> list[Run]:
                 continue
             seen.add(rid)
             runs.append(Run(rid, group_id_of(static_signature(settings)), _freeze(settings)))
+    runs += _point_runs(spec, keys, values, seen)
     return runs
 
 
@@ -358,8 +364,10 @@ def from_dict(raw: dict, source: str = "<spec>") -> SweepSpec:
     for k, p in ANALYSIS_SCHEMA.items():
         analysis.setdefault(k, p.default)
 
+    points, refine = _check_points(raw, blocks, source)
     spec = SweepSpec(name=name, task=_freeze(blocks["task"]), model=_freeze(blocks["model"]),
-                     train=_freeze(blocks["train"]), analysis=_freeze(analysis), seeds=seeds, source=source)
+                     train=_freeze(blocks["train"]), analysis=_freeze(analysis), seeds=seeds, source=source,
+                     points=points, refine=refine)
     _check_runs(spec)
     return spec
 
@@ -381,8 +389,10 @@ def _check_runs(spec: SweepSpec) -> None:
     seen = set()
     keys = [f"{b}.{k}" for b in SWEPT_BLOCKS for k in getattr(spec, b)]
     values = [_as_list(getattr(spec, k.split(".")[0])[k.split(".", 1)[1]]) for k in keys]
-    for combo in itertools.product(*values):
-        settings = _resolve_defaults({**dict(zip(keys, combo, strict=True)), "seed": spec.seeds[0]})
+    combos = [dict(zip(keys, c, strict=True)) for c in itertools.product(*values)]
+    combos += [{**c, **p} for p in spec.points for c in _other_combos(keys, values, p)]
+    for combo in combos:
+        settings = _resolve_defaults({**combo, "seed": spec.seeds[0]})
         frozen = tuple(sorted((k, v) for k, v in settings.items() if k not in ("seed", "task.data_seed")))
         if frozen in seen:
             continue
@@ -390,6 +400,92 @@ def _check_runs(spec: SweepSpec) -> None:
         msg = check_combination(settings)
         if msg:
             raise SpecError(f"{spec.source}: {msg}")
+
+
+# ----------------------------------------------------------------------------------------------
+# points: runs added outside the product grid (what `gsweep refine` writes)
+#
+#   points:
+#     - {task.data_frac: 0.5, train.weight_decay: 0.3}
+#
+# Each point fixes the dotted keys it names (task.*, model.*, train.*); every key it does not name
+# takes each of its grid values (product), and every point runs under every seed. Defaults, run ids
+# and groups follow the same rules as grid runs, and a point that is already a grid run (same run id)
+# adds nothing. ``refine:`` is a note of the refinement rounds (a list of mappings); it changes no run.
+
+
+def point_keys(spec: SweepSpec) -> list[str]:
+    """Keys the points vary: those named by a point that take more than one value over the grid and
+    the points together (a key the grid leaves at its default counts the default as one value)."""
+    keys: list[str] = []
+    for p in spec.points:
+        for k in p:
+            if k in keys:
+                continue
+            block, leaf = k.split(".", 1)
+            grid = getattr(spec, block)
+            vals = {json.dumps(v) for v in _as_list(grid[leaf])} if leaf in grid else {"<default>"}
+            vals |= {json.dumps(q[k]) for q in spec.points if k in q}
+            if len(vals) > 1:
+                keys.append(k)
+    return keys
+
+
+def _other_combos(keys: list[str], values: list[list], point: Mapping[str, Any]) -> list[dict]:
+    others = [(k, v) for k, v in zip(keys, values, strict=True) if k not in point]
+    return [dict(zip([k for k, _ in others], c, strict=True)) for c in itertools.product(*[v for _, v in others])]
+
+
+def _point_runs(spec: SweepSpec, keys: list[str], values: list[list], seen: set) -> list[Run]:
+    runs = []
+    for p in spec.points:
+        for combo in _other_combos(keys, values, p):
+            for seed in spec.seeds:
+                settings = _resolve_defaults({**combo, **p, "seed": seed})
+                rid = run_id_of(settings)
+                if rid not in seen:
+                    seen.add(rid)
+                    runs.append(Run(rid, group_id_of(static_signature(settings)), _freeze(settings)))
+    return runs
+
+
+def _check_points(raw: dict, blocks: dict, source: str) -> tuple[tuple, tuple]:
+    """Validate ``points:`` (a list of mappings of dotted keys to one value each) and ``refine:``."""
+    pts = raw.get("points") or []
+    if not isinstance(pts, list):
+        raise SpecError(f"{source}: points: expected a list of mappings such as "
+                        f"{{task.data_frac: 0.5, train.weight_decay: 0.3}}, got {type(pts).__name__}")
+    out = []
+    for i, p in enumerate(pts):
+        where = f"{source}: points[{i}]"
+        if not isinstance(p, dict) or not p:
+            raise SpecError(f"{where}: expected a mapping of dotted keys to values, got {p!r}")
+        point = {}
+        for key, value in p.items():
+            block, _, leaf = str(key).partition(".")
+            if block not in SWEPT_BLOCKS or not leaf:
+                raise SpecError(f"{where}: {key!r}: a point names dotted keys of task, model or train "
+                                "(e.g. train.weight_decay)")
+            if leaf == "name":
+                raise SpecError(f"{where}: {key}: a point cannot change the {block}; list it in the {block} block")
+            name = blocks[block].get("name")
+            names = _as_list(name)
+            schema = TRAIN_SCHEMA if block == "train" else {}
+            for n in names if block != "train" else ():
+                schema = {**schema, **(task_schema(n) if block == "task" else model_schema(n))}
+            if leaf not in schema:
+                raise SpecError(f"{where}: unknown key '{key}'{_suggest(leaf, list(schema))}")
+            if isinstance(value, (list, dict)):
+                raise SpecError(f"{where}: {key}: a point holds one value per key, got {value!r}")
+            param = schema[leaf]
+            if not param.sweepable:
+                raise SpecError(f"{where}: {key}: this key cannot be swept (one value per sweep)")
+            point[f"{block}.{leaf}"] = _check_value(param, value, f"{where}: {key}")
+        out.append(_freeze(dict(sorted(point.items()))))
+    notes = raw.get("refine") or []
+    if not isinstance(notes, list) or not all(isinstance(n, dict) for n in notes):
+        raise SpecError(f"{source}: refine: a list of mappings (the rounds of `gsweep refine`), got {notes!r}")
+    return tuple(out), tuple(_freeze(n) for n in notes)
 
 
 def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:

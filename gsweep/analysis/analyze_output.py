@@ -154,6 +154,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     if out.get("phase_table"):
         L.append("  by phase (reached " + tgt + " / runs): " + ", ".join(
             f"{p} {v['reached']}/{v['reached'] + v['not_reached']}" for p, v in out["phase_table"].items()))
+    from gsweep.analysis.stability import format_stability
+    L += [t for t in [format_stability(out.get("stability"))] if t]
     L.append("")
     L.append(f"  early warning from the first {out['window']:.0%}: AUROC / AUPRC on held-out cells "
              f"({out['folds']}); alarm threshold at FPR {out['false_positive_rate']:.0%} chosen on training folds")

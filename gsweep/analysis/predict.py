@@ -253,6 +253,8 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
             "a longer budget could turn some into positives",
         ],
     }
+    from gsweep.analysis.stability import stability_summary  # does reasoning, once it appears, stay?
+    out["stability"] = stability_summary(runs, [source, target])
     if write:
         paths = write_outputs(d, out, frame, rocs, plots)
         out["written"] = paths

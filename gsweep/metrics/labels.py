@@ -7,6 +7,13 @@ reached and t_gen < gap * t_fit (relative; absolute: t_gen - t_fit < gap), *grok
 reached otherwise, *memorization* when only train is reached, *confusion* when neither. A run that
 generalises without fitting (test reached, train not) counts as comprehension. Diverged runs get no
 phase.
+
+Stability of what was reached, per split (every split, train included, under its split name):
+``t_<split>_stable`` is the first evaluated step from which accuracy stays >= threshold at every
+evaluation to the end of the run (missing when the last evaluation is below it); ``relapses_<split>``
+counts the times accuracy fell back below the threshold after first reaching it (0 when never reached).
+So the test split gives ``t_test_stable`` / ``relapses_test`` and the train split ``t_train_stable`` /
+``relapses_train`` (the first-reach columns keep their short names ``t_fit`` / ``t_gen``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,22 @@ def first_reach(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return first.unstack("split")
 
 
+def stable_from(curves: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(t_stable, relapses): run_id x split frames. ``t_stable`` is the first evaluated step after the
+    last one below ``threshold`` (missing when the last evaluation is below); ``relapses`` counts the
+    falls from >= threshold to below it (a NaN accuracy counts as below)."""
+    c = curves.sort_values(["run_id", "split", "step"], kind="stable")
+    above = (c["acc"] >= threshold).to_numpy()
+    key = ["run_id", "split"]
+    prev = c.assign(_above=above).groupby(key, sort=False)["_above"].shift(1, fill_value=False).to_numpy(dtype=bool)
+    falls = c.assign(_fall=prev & ~above).groupby(key, sort=True)["_fall"].sum()
+    last_below = c[~above].groupby(key, sort=True)["step"].max()
+    lb = c[key].merge(last_below.rename("_lb").reset_index(), on=key, how="left")["_lb"].to_numpy(dtype=float)
+    after = above & ~(c["step"].to_numpy(dtype=float) <= lb)  # NaN lb (never below): every row counts
+    t_stable = c[after].groupby(key, sort=True)["step"].min()
+    return t_stable.unstack("split"), falls.unstack("split")
+
+
 def phase_of(t_fit: float, t_gen: float, gap: float, gap_mode: str) -> str:
     fit, gen = not pd.isna(t_fit), not pd.isna(t_gen)
     if fit and gen:
@@ -43,8 +66,8 @@ def compute_labels(curves: pd.DataFrame, runs: pd.DataFrame, threshold: float = 
                    gap_mode: str = "relative") -> pd.DataFrame:
     """Label columns for each run of ``runs`` (needs run_id, status, steps_done) from ``curves``.
 
-    Returns a frame indexed like ``runs`` with t_fit, t_gen, delay, t_<split>, final_<split>_acc,
-    final_<split>_loss and phase. Only curve rows at or before a run's steps_done count.
+    Returns a frame indexed like ``runs`` with t_fit, t_gen, delay, t_<split>, t_<split>_stable,
+    relapses_<split>, final_<split>_acc, final_<split>_loss and phase. Only curve rows at or before a run's steps_done count.
     """
     if gap_mode not in ("relative", "absolute"):
         raise ValueError(f"gap_mode must be 'relative' or 'absolute', got {gap_mode!r}")
@@ -61,6 +84,12 @@ def compute_labels(curves: pd.DataFrame, runs: pd.DataFrame, threshold: float = 
     for s in splits:
         out[label_column(s)] = pd.array(first[s].to_numpy(), dtype="Int64")
     out["delay"] = out["t_gen"] - out["t_fit"]
+    stable, falls = stable_from(c, threshold)
+    stable = stable.reindex(index=runs["run_id"], columns=splits)
+    falls = falls.reindex(index=runs["run_id"], columns=splits)
+    for s in splits:
+        out[f"t_{s}_stable"] = pd.array(stable[s].to_numpy(), dtype="Int64")
+        out[f"relapses_{s}"] = falls[s].fillna(0).to_numpy(dtype=np.int64)
     last = c.sort_values("step").groupby(["run_id", "split"]).tail(1).set_index(["run_id", "split"])
     for s in splits:
         for m in ("acc", "loss"):
