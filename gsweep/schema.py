@@ -115,3 +115,21 @@ def check_combination(settings: Mapping[str, Any]) -> str | None:
                 f"{settings['train.steps']}: no evaluation would run")
     task = {k[5:]: v for k, v in settings.items() if k.startswith("task.")}
     return TASKS[settings["task.name"]].check(task)
+
+
+def key_table(task: str = "modular", model: str = "transformer") -> str:
+    """The README's key table (markdown), rendered from the declarations: the README follows the schema."""
+    def fmt(v: Any) -> str:
+        return "null" if v is None else str(v)
+
+    rows = ["| key | type | default | kind | meaning |", "| --- | --- | --- | --- | --- |"]
+    blocks = (("task", task_schema(task)), ("model", model_schema(model)), ("train", TRAIN_SCHEMA),
+              ("analysis", ANALYSIS_SCHEMA))
+    for block, schema in blocks:
+        for k, p in schema.items():
+            if block == "model" and k == "name":
+                continue
+            doc = p.doc or (f"one of {', '.join(map(str, p.choices))}" if p.choices else "")
+            rows.append(f"| `{block}.{k}` | {p.type.__name__} | `{fmt(p.default)}` | "
+                        f"{'per run' if p.dynamic else 'static'} | {doc} |")
+    return "\n".join(rows)

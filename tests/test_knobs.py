@@ -105,3 +105,29 @@ def test_new_keys_at_default_keep_v01_ids():
     scaled = load_spec(ROOT / "sweeps/ci-tiny.yaml", ["model.output_scale=2.0"]).runs()
     assert {r.group_id for r in scaled} == {CI_TINY_V01_GROUP_ID}  # per run: same program
     assert not {r.run_id for r in scaled} & CI_TINY_V01_RUN_IDS
+
+
+def test_readme_key_table_follows_the_schema():
+    from gsweep.schema import key_table
+
+    assert key_table() in (ROOT / "README.md").read_text(), "README's key table: paste gsweep.schema.key_table()"
+
+
+@pytest.mark.skipif(hasattr(__import__("gsweep.train.engine", fromlist=["x"]).GroupProgram, "bytes_per_run"),
+                    reason="memory sizing still reads transformer keys (bytes_per_run); measured sizing lifts this")
+def test_readme_extending_example_runs(tmp_path):
+    """The README's 'Extending gsweep' code, run as written (fresh process: registries are global)."""
+    import re
+    import subprocess
+    import sys
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Extending gsweep", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    code = "\n".join(blocks) + "\nassert (result.runs['status'] == 'done').all() and len(result.runs) == 4\n"
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "rms_decay" in p.stdout

@@ -104,7 +104,7 @@ def get_model(name: str) -> type[Model]:
 
 def model_params(name: str) -> dict[str, Param]:
     """Every key of the model block of model ``name``."""
-    return {"name": Param(str, name), **COMMON_MODEL, **get_model(name).params}
+    return {"name": Param(str, name), **get_model(name).params, **COMMON_MODEL}
 
 
 def build_model(cfg: Mapping[str, Any], vocab_size: int, n_classes: int, seq_len: int, precision: str):
