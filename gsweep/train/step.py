@@ -27,7 +27,6 @@ from gsweep.train.gradients import grokfast_ema, grokfast_ma, orthogonal_grad
 from gsweep.train.losses import LOSSES
 from gsweep.train.optimizers import OPTIMIZERS
 
-
 # A run's per-run values: {dotted key: scalar} for every dynamic model.* and train.* key of the
 # schema (gsweep.schema.hyper_params); [R] arrays when the engine stacks R runs.
 Hyper = dict[str, jax.Array]
