@@ -26,7 +26,7 @@ class Optimizer:
     returns an ``optax.GradientTransformation``."""
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str  # or "module:attr", imported when first used (e.g. "optax:adamw")
     hyper: Mapping[str, str]  # factory argument -> train.* key (per run)
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # constants
     params: Mapping[str, Param] = dataclasses.field(default_factory=dict)  # keys this entry adds
@@ -35,16 +35,16 @@ class Optimizer:
     def transform(self, values: Mapping[str, Any]):
         """The run's optax transformation, hyperparameters injected (they live in the state), from
         the run's per-key values ``values`` (``{"lr": ..., "b1": ...}``)."""
+        import importlib
+
         import optax
 
-        return optax.inject_hyperparams(self.factory)(
+        factory = self.factory
+        if isinstance(factory, str):
+            mod, _, attr = factory.partition(":")
+            factory = getattr(importlib.import_module(mod), attr)
+        return optax.inject_hyperparams(factory)(
             **{arg: values[key] for arg, key in self.hyper.items()}, **self.fixed)
-
-
-def _adamw(learning_rate, b1, b2, eps, weight_decay):
-    import optax
-
-    return optax.adamw(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 def _adam_l2(learning_rate, b1, b2, eps, weight_decay):
@@ -109,7 +109,8 @@ def register(opt: Optimizer) -> Optimizer:
 
 
 for _o in (
-    Optimizer("adamw", _adamw, {"learning_rate": "lr", "b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
+    # optax.adamw itself: its injected state is v0.1's, so old checkpoints restore
+    Optimizer("adamw", "optax:adamw", {"learning_rate": "lr", "b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
               {"eps": 1e-8}, doc="AdamW, decoupled decay (the default)"),
     Optimizer("adam", _adam_l2, {"learning_rate": "lr", "b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
               {"eps": 1e-8}, doc="Adam, weight_decay as L2 in the loss"),
