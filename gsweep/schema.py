@@ -7,43 +7,24 @@ dynamic keys are per-run values, vmapped inside one program. This module imports
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-
-@dataclasses.dataclass(frozen=True)
-class Param:
-    """One key of a block: its type, default, limits and whether it is a per-run (dynamic) value."""
-
-    type: type
-    default: Any
-    dynamic: bool = False
-    check: Callable[[Any], str | None] | None = None
-    choices: tuple | None = None
-    nullable: bool = False
-    sweepable: bool = True
-    doc: str = ""
+from gsweep.models import get_model, model_params
+from gsweep.params import (  # noqa: F401 - re-exported: Param and its checks were defined here
+    Param,
+    at_least,
+    in_unit_closed_open,
+    in_unit_open_closed,
+    is_prime,
+    positive,
+)
+from gsweep.tasks import TASKS
+from gsweep.train.optimizers import OPTIMIZERS, optimizer_params
 
 
-def at_least(lo: float) -> Callable[[Any], str | None]:
-    return lambda v: None if v >= lo else f"must be >= {lo}"
-
-
-def positive(v: Any) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def in_unit_open_closed(v: Any) -> str | None:
-    return None if 0 < v <= 1 else "must lie in (0, 1]"
-
-
-def in_unit_closed_open(v: Any) -> str | None:
-    return None if 0 <= v < 1 else "must lie in [0, 1)"
-
-
-def is_prime(n: int) -> bool:
-    return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
+def _known_optimizer(v: str) -> str | None:
+    return None if v in OPTIMIZERS else f"unknown optimizer; valid: {', '.join(sorted(OPTIMIZERS))}"
 
 
 # Keys every task has.
@@ -55,28 +36,6 @@ COMMON_TASK = {
                        doc="seed of the train/test split; null: the run's seed"),
 }
 
-MODEL_SCHEMAS: dict[str, dict[str, Param]] = {
-    "transformer": {
-        "name": Param(str, "transformer"),
-        "depth": Param(int, 1, check=at_least(1), doc="number of blocks"),
-        "d_model": Param(int, 128, check=at_least(1)),
-        "heads": Param(int, 4, check=at_least(1)),
-        "d_mlp": Param(int, 512, check=at_least(1)),
-        "layernorm": Param(bool, False, doc="pre-LayerNorm in each block and before the unembedding"),
-        "activation": Param(str, "relu", choices=("relu", "gelu")),
-        "init_scale": Param(float, 1.0, dynamic=True, check=positive,
-                            doc="multiplies every initial weight (Liu et al. 2022's knob)"),
-    },
-    "mlp": {
-        "name": Param(str, "mlp"),
-        "depth": Param(int, 2, check=at_least(1), doc="hidden layers"),
-        "d_model": Param(int, 128, check=at_least(1), doc="embedding width per input token"),
-        "d_mlp": Param(int, 512, check=at_least(1), doc="hidden width"),
-        "activation": Param(str, "relu", choices=("relu", "gelu")),
-        "init_scale": Param(float, 1.0, dynamic=True, check=positive),
-    },
-}
-
 TRAIN_SCHEMA: dict[str, Param] = {
     "steps": Param(int, 1000, check=at_least(1), doc="optimiser steps"),
     "eval_every": Param(int, 100, check=at_least(1), doc="steps between evaluations"),
@@ -84,10 +43,24 @@ TRAIN_SCHEMA: dict[str, Param] = {
                          doc="extra log-spaced evaluations before the first eval_every"),
     "batch_size": Param(int, 0, check=at_least(0), doc="0: full batch; else per-run shuffled minibatches"),
     "lr": Param(float, 1e-3, dynamic=True, check=positive),
-    "weight_decay": Param(float, 1.0, dynamic=True, check=at_least(0), doc="AdamW decoupled decay"),
+    "optimizer": Param(str, "adamw", check=_known_optimizer, new=True,
+                       doc="from the registry (gsweep.train.optimizers): " + ", ".join(OPTIMIZERS)),
+    "weight_decay": Param(float, 1.0, dynamic=True, check=at_least(0),
+                          doc="decoupled decay (adamw, lion, muon); L2 in the loss (adam, sgd)"),
     "b1": Param(float, 0.9, dynamic=True, check=in_unit_closed_open),
     "b2": Param(float, 0.98, dynamic=True, check=in_unit_closed_open),
     "warmup": Param(int, 0, dynamic=True, check=at_least(0), doc="linear warm-up steps"),
+    "loss": Param(str, "softmax_ce", choices=("softmax_ce", "stablemax_ce"), new=True,
+                  doc="cross-entropy on softmax, or on StableMax (Prieto et al. 2025)"),
+    "orthogonal_grad": Param(bool, False, new=True,
+                             doc="⊥Grad: drop each gradient's component along its weights, keep its norm"),
+    "grokfast": Param(str, "none", choices=("none", "ema", "ma"), new=True,
+                      doc="Grokfast gradient filter (Lee et al. 2024): g + lamb * (EMA or window mean of g)"),
+    "grokfast_alpha": Param(float, 0.98, dynamic=True, check=in_unit_closed_open, new=True,
+                            doc="EMA decay of grokfast=ema"),
+    "grokfast_lamb": Param(float, 2.0, dynamic=True, check=at_least(0), new=True,
+                           doc="amplification of the filtered gradient"),
+    "grokfast_window": Param(int, 100, check=at_least(1), new=True, doc="window of grokfast=ma (steps)"),
     "precision": Param(str, "highest", choices=("highest", "tf32", "bf16"),
                        doc="matmul precision: exact float32, TF32, or bf16 compute with float32 master weights"),
     "runs_per_chunk": Param(int, 0, check=at_least(0), sweepable=False,
@@ -110,30 +83,53 @@ ANALYSIS_SCHEMA: dict[str, Param] = {
 }
 
 
-def task_schema(name: str) -> dict[str, Param]:
-    from gsweep.tasks import TASKS
+TRAIN_SCHEMA.update(optimizer_params())
 
+
+def task_schema(name: str) -> dict[str, Param]:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(TASKS))}")
     return {**COMMON_TASK, **TASKS[name].params}
 
 
 def model_schema(name: str) -> dict[str, Param]:
-    if name not in MODEL_SCHEMAS:
-        raise KeyError(f"unknown model {name!r}; valid models: {', '.join(sorted(MODEL_SCHEMAS))}")
-    return MODEL_SCHEMAS[name]
+    return model_params(name)  # KeyError naming the valid models
+
+
+def hyper_params(model_name: str) -> dict[str, Param]:
+    """The per-run (dynamic) model.* and train.* keys: the engine stacks exactly these into the
+    run's hyperparameter pytree (task keys act through the split masks instead)."""
+    out = {f"model.{k}": p for k, p in model_schema(model_name).items() if p.dynamic}
+    out.update({f"train.{k}": p for k, p in TRAIN_SCHEMA.items() if p.dynamic})
+    return out
 
 
 def check_combination(settings: Mapping[str, Any]) -> str | None:
     """Rules across keys of one run; the message names the key."""
-    from gsweep.tasks import TASKS
-
-    if settings["model.name"] == "transformer":
-        d, h = settings["model.d_model"], settings["model.heads"]
-        if d % h:
-            return f"model.heads: {h} heads do not divide model.d_model = {d}"
+    msg = get_model(settings["model.name"]).check(
+        {k[6:]: v for k, v in settings.items() if k.startswith("model.")})
+    if msg:
+        return msg
     if settings["train.eval_every"] > settings["train.steps"]:
         return (f"train.eval_every: {settings['train.eval_every']} is more than train.steps = "
                 f"{settings['train.steps']}: no evaluation would run")
     task = {k[5:]: v for k, v in settings.items() if k.startswith("task.")}
     return TASKS[settings["task.name"]].check(task)
+
+
+def key_table(task: str = "modular", model: str = "transformer") -> str:
+    """The README's key table (markdown), rendered from the declarations: the README follows the schema."""
+    def fmt(v: Any) -> str:
+        return "null" if v is None else str(v)
+
+    rows = ["| key | type | default | kind | meaning |", "| --- | --- | --- | --- | --- |"]
+    blocks = (("task", task_schema(task)), ("model", model_schema(model)), ("train", TRAIN_SCHEMA),
+              ("analysis", ANALYSIS_SCHEMA))
+    for block, schema in blocks:
+        for k, p in schema.items():
+            if block == "model" and k == "name":
+                continue
+            doc = p.doc or (f"one of {', '.join(map(str, p.choices))}" if p.choices else "")
+            rows.append(f"| `{block}.{k}` | {p.type.__name__} | `{fmt(p.default)}` | "
+                        f"{'per run' if p.dynamic else 'static'} | {doc} |")
+    return "\n".join(rows)

@@ -214,22 +214,38 @@ def _to_jsonable(v: Any) -> Any:
     return v
 
 
+def _schemas(settings: Mapping[str, Any]) -> dict[str, Mapping[str, Param]]:
+    return {"task": task_schema(settings["task.name"]), "model": model_schema(settings["model.name"]),
+            "train": TRAIN_SCHEMA}
+
+
+def _param_of(schemas: Mapping[str, Mapping[str, Param]], key: str) -> Param | None:
+    block, _, leaf = key.partition(".")
+    return schemas.get(block, {}).get(leaf)
+
+
+def _at_new_default(p: Param | None, v: Any) -> bool:
+    """A key added after v0.1 at its default: left out of ids, so older runs keep theirs."""
+    return p is not None and p.new and v == p.default and type(v) is type(p.default)
+
+
 def run_id_of(settings: Mapping[str, Any]) -> str:
     """A hash of the settings that determine the run's numbers: the same run has the same id anywhere."""
-    ident = {k: _to_jsonable(v) for k, v in sorted(settings.items()) if k not in ENGINE_ONLY}
+    schemas = _schemas(settings)
+    ident = {k: _to_jsonable(v) for k, v in sorted(settings.items())
+             if k not in ENGINE_ONLY and not _at_new_default(_param_of(schemas, k), v)}
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def static_signature(settings: Mapping[str, Any]) -> tuple:
     """The settings that decide shapes or the program: runs sharing it share one compiled program."""
-    tname, mname = settings["task.name"], settings["model.name"]
-    schemas = {"task": task_schema(tname), "model": model_schema(mname), "train": TRAIN_SCHEMA}
+    schemas = _schemas(settings)
     sig = []
     for k, v in sorted(settings.items()):
         if k == "seed" or k in ENGINE_ONLY:
             continue
-        block, leaf = k.split(".", 1)
-        if block in schemas and not schemas[block][leaf].dynamic:
+        p = _param_of(schemas, k)
+        if p is not None and not p.dynamic and not _at_new_default(p, v):
             sig.append((k, v))
     return tuple(sig)
 

@@ -6,7 +6,8 @@ import pytest
 
 from gsweep.spec import load_spec
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"))
+SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS = sorted(SWEEPS_DIR.rglob("*.yaml"))  # sweeps/literature/ too
 
 
 def test_there_are_sweeps():
@@ -14,7 +15,7 @@ def test_there_are_sweeps():
     assert {"ci-tiny.yaml", "quick.yaml", "default.yaml"} <= names
 
 
-@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: str(p.relative_to(SWEEPS_DIR)))
 def test_sweep_file_validates(path):
     spec = load_spec(path)
     runs = spec.runs()

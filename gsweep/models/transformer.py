@@ -1,9 +1,15 @@
 """Decoder-only transformer (Flax linen) whose answer is read at the last position.
 
-The standard grokking recipe (Nanda et al. 2023; ../shared/bench/torch_reference.py) is depth 1,
+The standard grokking recipe (Nanda et al. 2023) is depth 1,
 d_model 128, 4 heads, d_mlp 512, ReLU, no LayerNorm, every weight drawn N(0, 1/fan_in) and biases
 zero. Only the last position is read, so the last block computes its query, attention output and
 MLP at that position alone: the same numbers as the full causal block there, with less work.
+
+``attention``: ``softmax`` (causal softmax attention), ``linear`` (causal linear attention: weights
+phi(q).phi(k) / sum_t phi(q).phi(k_t) with phi = elu + 1, Katharopoulos et al. 2020), or ``none``
+(no attention sublayer: no token mixing at all, so each position sees only its own token and
+position. The answer is read at the last position, so with ``none`` the prediction is a function of
+the last token alone: a control that can fit only what that token determines.)
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class Block(nn.Module):
     activation: str
     last_only: bool
     num: Numerics
+    attention: str = "softmax"
 
     @nn.compact
     def __call__(self, h_BxTxD, x_BxT=None, h0_TxVxD=None):
@@ -46,6 +53,26 @@ class Block(nn.Module):
         example — the same numbers as projecting every example, with B/V times less work."""
         d, H = self.d_model, self.heads
         dh = d // H
+
+        def mlp(h):
+            x = LayerNorm(name="ln_mlp")(h) if self.layernorm else h
+            w_in = self.param("w_in", fan_in_normal(d), (d, self.d_mlp))
+            b_in = self.param("b_in", nn.initializers.zeros, (self.d_mlp,))
+            w_o = self.param("w_out", fan_in_normal(self.d_mlp), (self.d_mlp, d))
+            b_o = self.param("b_out", nn.initializers.zeros, (d,))
+            act = jax.nn.relu if self.activation == "relu" else jax.nn.gelu
+            a = act(self.num.dense(x, w_in) + b_in)
+            self.sow("intermediates", "mlp", a)
+            return h + self.num.dense(a, w_o) + b_o
+
+        if self.attention == "none":  # no mixing: the residual stream at each (kept) position
+            if h0_TxVxD is not None:
+                T = h0_TxVxD.shape[0]
+                h = h0_TxVxD[-1][x_BxT[:, -1]][:, None] if self.last_only else \
+                    h0_TxVxD[jnp.arange(T)[None, :], x_BxT]
+            else:
+                h = h_BxTxD[:, -1:] if self.last_only else h_BxTxD
+            return mlp(h)
         w_qkv = self.param("qkv", fan_in_normal(d), (d, 3 * d))
         w_out = self.param("out", fan_in_normal(d), (d, d))
         ln = LayerNorm(name="ln_attn") if self.layernorm else (lambda z: z)
@@ -75,21 +102,18 @@ class Block(nn.Module):
         Q = q.shape[1]
         q = q.reshape(B, Q, H, dh)
         mask_QxT = jnp.ones((1, T), dtype=bool) if self.last_only else jnp.tril(jnp.ones((T, T), dtype=bool))
-        att_BxHxQxT = self.num.mm("bqhe,bthe->bhqt", q, k) / jnp.sqrt(jnp.float32(dh))
-        att_BxHxQxT = jnp.where(mask_QxT, att_BxHxQxT, -jnp.inf)
-        att_BxHxQxT = jax.nn.softmax(att_BxHxQxT, axis=-1)
+        if self.attention == "linear":
+            phi = lambda z: jax.nn.elu(z) + 1.0  # noqa: E731 - positive features
+            sim_BxHxQxT = jnp.where(mask_QxT, self.num.mm("bqhe,bthe->bhqt", phi(q), phi(k)), 0.0)
+            att_BxHxQxT = sim_BxHxQxT / sim_BxHxQxT.sum(-1, keepdims=True)
+        else:
+            att_BxHxQxT = self.num.mm("bqhe,bthe->bhqt", q, k) / jnp.sqrt(jnp.float32(dh))
+            att_BxHxQxT = jnp.where(mask_QxT, att_BxHxQxT, -jnp.inf)
+            att_BxHxQxT = jax.nn.softmax(att_BxHxQxT, axis=-1)
         self.sow("intermediates", "attention", att_BxHxQxT)
         z = self.num.mm("bhqt,bthe->bqhe", att_BxHxQxT, v).reshape(B, -1, d)
         h = h_res + self.num.dense(z, w_out)
-        x = LayerNorm(name="ln_mlp")(h) if self.layernorm else h
-        w_in = self.param("w_in", fan_in_normal(d), (d, self.d_mlp))
-        b_in = self.param("b_in", nn.initializers.zeros, (self.d_mlp,))
-        w_o = self.param("w_out", fan_in_normal(self.d_mlp), (self.d_mlp, d))
-        b_o = self.param("b_out", nn.initializers.zeros, (d,))
-        act = jax.nn.relu if self.activation == "relu" else jax.nn.gelu
-        a = act(self.num.dense(x, w_in) + b_in)
-        self.sow("intermediates", "mlp", a)
-        return h + self.num.dense(a, w_o) + b_o
+        return mlp(h)
 
 
 class Transformer(nn.Module):
@@ -102,6 +126,7 @@ class Transformer(nn.Module):
     d_mlp: int = 512
     layernorm: bool = False
     activation: str = "relu"
+    attention: str = "softmax"
     num: Numerics = Numerics()
 
     @nn.compact
@@ -116,7 +141,8 @@ class Transformer(nn.Module):
         h = None if tabular else h0_TxVxD[jnp.arange(T)[None, :], x_BxT]
         for i in range(self.depth):
             blk = Block(d, self.heads, self.d_mlp, self.layernorm, self.activation,
-                        last_only=(i == self.depth - 1), num=self.num, name=f"block{i}")
+                        last_only=(i == self.depth - 1), num=self.num, attention=self.attention,
+                        name=f"block{i}")
             h = blk(None, x_BxT, h0_TxVxD) if (i == 0 and tabular) else blk(h)
         h_BxD = h[:, -1]
         if self.layernorm:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gsweep.schema import Param
+from gsweep.params import Param
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ import functools
 
 import numpy as np
 
-from gsweep.schema import Param, at_least, in_unit_closed_open
+from gsweep.params import Param, at_least, in_unit_closed_open
 from gsweep.tasks.base import Task, TaskData, rng_for
 from gsweep.tasks.composition import static_rng
 from gsweep.tasks.modular import DIVIDES, OPS, random_split

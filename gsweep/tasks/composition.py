@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from gsweep.schema import Param, at_least, in_unit_closed_open
+from gsweep.params import Param, at_least, in_unit_closed_open
 from gsweep.tasks.base import Task, TaskData, rng_for, take_fraction
 
 

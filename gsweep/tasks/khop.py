@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-from gsweep.schema import Param, at_least
+from gsweep.params import Param, at_least
 from gsweep.tasks.base import Task, TaskData
 from gsweep.tasks.composition import static_rng
 from gsweep.tasks.modular import random_split

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from gsweep.schema import Param, at_least, is_prime
+from gsweep.params import Param, at_least, is_prime
 from gsweep.tasks.base import Task, TaskData, rng_for, take_fraction
 
 OPS = {

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from gsweep.models import build_model
+from gsweep.schema import hyper_params
 from gsweep.spec import Run
 from gsweep.tasks import TaskData, get_task
 from gsweep.train.step import (
@@ -36,7 +37,6 @@ from gsweep.train.step import (
     StepConfig,
     after_eval,
     evaluate,
-    fourier_top_k,
     init_run,
     train_step,
 )
@@ -120,9 +120,7 @@ class GroupProgram:
         self.R = _round_up(max(1, runs_per_chunk), self.n_dev)
         self.model = build_model(self.model_cfg, self.data.vocab_size, self.data.n_classes, self.data.seq_len,
                                  t["precision"])
-        fp = self.data.fourier_p if self.model_cfg["name"] in ("transformer", "mlp") else None
-        self.step_cfg = StepConfig(batch_size=int(t["batch_size"]), fourier_p=fp,
-                                   top_k=fourier_top_k(fp) if fp else 1)
+        self.step_cfg = StepConfig.of(t, self.model_cfg, self.data.fourier_p)
         # one training-set width for the whole group, so every chunk of runs has the same shapes
         masks = [self.task.masks(self.data, _task_cfg(r)) for r in runs]
         self.M = max(int(m["train"].sum()) for m in masks)
@@ -160,10 +158,8 @@ class GroupProgram:
             idx[i, : len(tr)] = tr
             w[i, : len(tr)] = 1.0
             masks[i] = np.stack([m[s] for s in self.split_names])
-        col = lambda k, dt=np.float32: np.array([r.settings[k] for r in padded], dtype=dt)  # noqa: E731
-        hyper_np = Hyper(lr=col("train.lr"), weight_decay=col("train.weight_decay"), b1=col("train.b1"),
-                         b2=col("train.b2"), warmup=col("train.warmup", np.int32),
-                         init_scale=col("model.init_scale"))
+        hyper_np = {k: np.array([r.settings[k] for r in padded], dtype=np.int32 if p.type is int else np.float32)
+                    for k, p in hyper_params(self.model_cfg["name"]).items()}
         keys = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(r.seed))) for r in padded])
         put = lambda a: put_global(a, self.run_sh)  # noqa: E731
         return UnitArrays(hyper=jax.tree.map(put, hyper_np), keys_Rx2=put(keys.astype(np.uint32)),
@@ -173,7 +169,7 @@ class GroupProgram:
 
     def _init_states(self, keys_Rx2, hyper: Hyper) -> RunState:
         x = self.pool_x[:1]
-        return jax.vmap(lambda k, h: init_run(self.model, x, k, h))(keys_Rx2, hyper)
+        return jax.vmap(lambda k, h: init_run(self.model, x, k, h, self.step_cfg))(keys_Rx2, hyper)
 
     def init_states(self, u: UnitArrays) -> RunState:
         if self.batching == "map":

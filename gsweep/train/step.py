@@ -1,8 +1,15 @@
 """One run's training step and evaluation, as pure functions of a :class:`RunState`.
 
 Everything here is written for ONE run; the engine vmaps it over the run axis R. Swept values
-(learning rate, weight decay, betas, warm-up, init scale, the run's key and its data) are
-arguments, never closed over, so one compiled program serves every run of a group.
+(every dynamic key: learning rate, weight decay, betas, warm-up, init and output scale, Grokfast's
+scalars..., the run's key and its data) are arguments, never closed over, so one compiled program
+serves every run of a group. Static choices (optimizer, loss, gradient filters) are in
+:class:`StepConfig`.
+
+One step: logits = model(x) * output_scale; loss = the run's loss (gsweep.train.losses);
+g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer (gsweep.train.optimizers)
+turns g into the update, its per-run hyperparameters injected from the run's values (the one fed by
+train.lr times the warm-up ramp).
 """
 
 from __future__ import annotations
@@ -16,24 +23,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gsweep.train.gradients import grokfast_ema, grokfast_ma, orthogonal_grad
+from gsweep.train.losses import LOSSES
+from gsweep.train.optimizers import OPTIMIZERS
 
-@flax.struct.dataclass
-class Hyper:
-    """A run's dynamic training hyperparameters (scalars per run; [R] when stacked)."""
-
-    lr: jax.Array
-    weight_decay: jax.Array
-    b1: jax.Array
-    b2: jax.Array
-    warmup: jax.Array
-    init_scale: jax.Array
+# A run's per-run values: {dotted key: scalar} for every dynamic model.* and train.* key of the
+# schema (gsweep.schema.hyper_params); [R] arrays when the engine stacks R runs.
+Hyper = dict[str, jax.Array]
 
 
 @flax.struct.dataclass
 class RunState:
     """Everything a run carries from step to step (one run; the engine stacks R of them).
 
-    params / opt_state: model parameters and optax AdamW state (hyperparameters injected per run).
+    params / opt_state: model parameters and the optimizer's optax state (hyperparameters injected per run).
     key: the run's PRNG key (uint32[2]); per-step keys are fold_in(key, step), never reused.
     diverged_at: first step whose loss or parameters were non-finite, -1 while sane. A diverged run
       is frozen at its last finite parameters, so it can never disturb anything.
@@ -43,6 +46,7 @@ class RunState:
 
     params: Any
     opt_state: Any
+    filter_state: Any  # state of the gradient filters (Grokfast); () when none
     key: jax.Array
     hyper: Hyper
     diverged_at: jax.Array
@@ -61,34 +65,68 @@ class StepConfig:
     batch_size: int  # 0: full batch over the run's (padded) training indices
     fourier_p: int | None
     top_k: int = 1
+    embedding: str = "embed"  # the parameter whose Fourier sparsity is recorded (when fourier_p)
+    optimizer: str = "adamw"
+    loss: str = "softmax_ce"
+    orthogonal_grad: bool = False
+    grokfast: str = "none"
+    grokfast_window: int = 100
+
+    @classmethod
+    def of(cls, train_cfg, model_cfg, fourier_p: int | None) -> StepConfig:
+        """From a group's train and model blocks and its task's Fourier p (the model entry decides
+        whether it has an embedding to measure)."""
+        from gsweep.models import get_model
+
+        emb = get_model(model_cfg["name"]).embedding
+        fp = fourier_p if emb else None
+        t = train_cfg
+        return cls(batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
+                   embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
+                   orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
+                   grokfast_window=int(t.get("grokfast_window", 100)))
 
 
-def make_optimizer():
-    return optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3, b1=0.9, b2=0.98, eps=1e-8,
-                                                 weight_decay=1.0)
+def optimizer_of(cfg: StepConfig, hyper: Hyper):
+    """The run's optax transformation, its hyperparameters from the run's values."""
+    entry = OPTIMIZERS[cfg.optimizer]
+    return entry.transform({k: hyper[f"train.{k}"] for k in entry.hyper.values()})
 
 
-def init_run(model, x_example_BxT, key, hyper: Hyper) -> RunState:
+def grad_filter(cfg: StepConfig, hyper: Hyper) -> optax.GradientTransformation | None:
+    """Grokfast (if any) then ⊥Grad (if on); None when the run filters nothing."""
+    parts = []
+    if cfg.grokfast == "ema":
+        parts.append(grokfast_ema(hyper["train.grokfast_alpha"], hyper["train.grokfast_lamb"]))
+    elif cfg.grokfast == "ma":
+        parts.append(grokfast_ma(cfg.grokfast_window, hyper["train.grokfast_lamb"]))
+    if cfg.orthogonal_grad:
+        parts.append(orthogonal_grad())
+    return optax.chain(*parts) if parts else None
+
+
+def init_run(model, x_example_BxT, key, hyper: Hyper, cfg: StepConfig | None = None) -> RunState:
     """A run's initial state: parameters from its own key, scaled by its init_scale."""
+    cfg = cfg or StepConfig(batch_size=0, fourier_p=None)
     init_key = jax.random.fold_in(key, 0)
     params = model.init(init_key, x_example_BxT)["params"]
-    params = jax.tree.map(lambda p: p * hyper.init_scale, params)
-    opt = make_optimizer()
-    opt_state = opt.init(params)
-    hp = opt_state.hyperparams
-    hp["learning_rate"] = jnp.asarray(hyper.lr, jnp.float32)
-    hp["b1"] = jnp.asarray(hyper.b1, jnp.float32)
-    hp["b2"] = jnp.asarray(hyper.b2, jnp.float32)
-    hp["weight_decay"] = jnp.asarray(hyper.weight_decay, jnp.float32)
+    params = jax.tree.map(lambda p: p * hyper["model.init_scale"], params)
+    opt_state = optimizer_of(cfg, hyper).init(params)
+    filt = grad_filter(cfg, hyper)
     z = jnp.zeros((), jnp.float32)
     zi = jnp.zeros((), jnp.int32)
-    return RunState(params=params, opt_state=opt_state, key=key, hyper=hyper,
-                    diverged_at=jnp.full((), -1, jnp.int32), loss_sum=z, osc_sum=z, n_loss=zi, n_osc=zi,
-                    prev1=z, prev2=z)
+    return RunState(params=params, opt_state=opt_state, filter_state=filt.init(params) if filt else (), key=key,
+                    hyper=hyper, diverged_at=jnp.full((), -1, jnp.int32), loss_sum=z, osc_sum=z, n_loss=zi,
+                    n_osc=zi, prev1=z, prev2=z)
 
 
-def cross_entropy_N(logits_NxC, y_N):
-    return optax.softmax_cross_entropy_with_integer_labels(logits_NxC.astype(jnp.float32), y_N)
+def logits_of(model, params, hyper: Hyper, x_BxT):
+    """The model's logits times the run's output scale alpha."""
+    return model.apply({"params": params}, x_BxT) * hyper["model.output_scale"]
+
+
+def cross_entropy_N(logits_NxC, y_N, loss: str = "softmax_ce"):
+    return LOSSES[loss](logits_NxC, y_N)
 
 
 def all_finite(tree) -> jax.Array:
@@ -97,7 +135,7 @@ def all_finite(tree) -> jax.Array:
 
 def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_NxT, pool_y_N,
                train_idx_M, train_w_M) -> RunState:
-    """One AdamW step of one run; ``step`` is the number of steps already taken (shared by the group)."""
+    """One optimizer step of one run; ``step`` is the number of steps already taken (shared by the group)."""
     if cfg.batch_size:
         k = jax.random.fold_in(jax.random.fold_in(state.key, 1), step)
         # a fresh random subset of the run's training set every step (invalid padding sorts last)
@@ -109,16 +147,24 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
     x_BxT, y_B = pool_x_NxT[idx], pool_y_N[idx]
 
     def loss_fn(params):
-        ce_B = cross_entropy_N(model.apply({"params": params}, x_BxT), y_B)
+        ce_B = cross_entropy_N(logits_of(model, params, state.hyper, x_BxT), y_B, cfg.loss)
         return jnp.sum(ce_B * w) / jnp.maximum(jnp.sum(w), 1.0)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    h = state.hyper
+    warm = jnp.where(h["train.warmup"] > 0,
+                     jnp.minimum(1.0, (step + 1).astype(jnp.float32) / jnp.maximum(h["train.warmup"], 1)), 1.0)
+    filt = grad_filter(cfg, h)
+    filter_state = state.filter_state
+    if filt is not None:
+        grads, filter_state = filt.update(grads, filter_state, state.params)
+    opt = optimizer_of(cfg, h)
+    # the state carries the injected hyperparameters: refresh them from the run's values, with warm-up
     hp = dict(state.opt_state.hyperparams)
-    warm = jnp.where(state.hyper.warmup > 0,
-                     jnp.minimum(1.0, (step + 1).astype(jnp.float32) / jnp.maximum(state.hyper.warmup, 1)), 1.0)
-    hp["learning_rate"] = state.hyper.lr * warm
+    for arg, key in OPTIMIZERS[cfg.optimizer].hyper.items():
+        hp[arg] = h[f"train.{key}"] * warm if key == "lr" else h[f"train.{key}"]
     opt_state = state.opt_state._replace(hyperparams=hp)
-    updates, opt_state = make_optimizer().update(grads, opt_state, state.params)
+    updates, opt_state = opt.update(grads, opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     ok = jnp.isfinite(loss) & all_finite(params) & (state.diverged_at < 0)
@@ -129,7 +175,8 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
     second = logl - 2.0 * state.prev1 + state.prev2  # defined once two earlier losses exist
     use_osc = ok & (step >= 2)
     return RunState(
-        params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state), key=state.key,
+        params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state),
+        filter_state=keep(filter_state, state.filter_state), key=state.key,
         hyper=state.hyper, diverged_at=diverged_at,
         loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0), n_loss=state.n_loss + ok.astype(jnp.int32),
         osc_sum=state.osc_sum + jnp.where(use_osc, second**2, 0.0), n_osc=state.n_osc + use_osc.astype(jnp.int32),
@@ -153,8 +200,8 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
 
     Also closes the train-loss accumulators: returns their interval mean and oscillation energy.
     """
-    logits_NxC = model.apply({"params": state.params}, pool_x_NxT)
-    ce_N = cross_entropy_N(logits_NxC, pool_y_N)
+    logits_NxC = logits_of(model, state.params, state.hyper, pool_x_NxT)
+    ce_N = cross_entropy_N(logits_NxC, pool_y_N, cfg.loss)
     correct_N = (jnp.argmax(logits_NxC, -1) == pool_y_N).astype(jnp.float32)
     m_SxN = masks_SxN.astype(jnp.float32)
     n_S = m_SxN.sum(-1)
@@ -172,7 +219,7 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
     }
     if cfg.fourier_p:
         cos_KxP, sin_KxP = (jnp.asarray(a) for a in fourier_basis(cfg.fourier_p))
-        emb_PxD = state.params["embed"][: cfg.fourier_p]
+        emb_PxD = state.params[cfg.embedding][: cfg.fourier_p]
         emb_PxD = emb_PxD - emb_PxD.mean(0)
         power_K = (jnp.dot(cos_KxP, emb_PxD, precision=hi) ** 2 + jnp.dot(sin_KxP, emb_PxD, precision=hi) ** 2).sum(-1)
         top = jax.lax.top_k(power_K, cfg.top_k)[0].sum()

@@ -1,0 +1,46 @@
+"""Loss registry: a sweep's ``train.loss`` picks one (static). A loss maps float logits [N, C] and
+integer labels [N] to per-example losses [N]; the step weights and averages them. JAX is imported
+inside the functions, so the schema can read the names without it.
+
+- ``softmax_ce``: cross-entropy on the softmax (the default).
+- ``stablemax_ce``: cross-entropy on StableMax (Prieto et al. 2025, "Grokking at the edge of
+  numerical stability"): s(x) = x + 1 for x >= 0 and 1 / (1 - x) for x < 0, normalised over the
+  classes, instead of exp. It grows linearly, not exponentially, so the loss cannot be driven to a
+  floating-point zero by scaling the logits (the paper's "softmax collapse"). The paper computes it
+  in float64; gsweep in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def softmax_ce(logits_NxC, y_N):
+    import jax.numpy as jnp
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(logits_NxC.astype(jnp.float32), y_N)
+
+
+def stablemax_s(x):
+    """s(x) = x + 1 (x >= 0), 1 / (1 - x) (x < 0); both branches finite everywhere (safe gradients)."""
+    import jax.numpy as jnp
+
+    return jnp.where(x >= 0, x + 1.0, 1.0 / (1.0 - jnp.minimum(x, 0.0)))
+
+
+def stablemax_ce(logits_NxC, y_N):
+    import jax.numpy as jnp
+
+    s_NxC = stablemax_s(logits_NxC.astype(jnp.float32))
+    s_y_N = jnp.take_along_axis(s_NxC, y_N[:, None], axis=-1)[:, 0]
+    return jnp.log(s_NxC.sum(-1)) - jnp.log(s_y_N)
+
+
+LOSSES: dict[str, Callable[[Any, Any], Any]] = {"softmax_ce": softmax_ce, "stablemax_ce": stablemax_ce}
+
+
+def register(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    LOSSES[name] = fn
+    return fn
