@@ -256,7 +256,11 @@ def plot_fourier(results_dir: Path, run_id: str, steps: Sequence[int] | None, ou
     p = int(run.settings["task.p"])
     have = ensure_replay(results_dir, run_id)
     steps = [s for s in (steps or have) if s in have] or have
-    spectra = np.stack([fourier_power(load_params(results_dir, run_id, s)["embed"], p) for s in steps])
+    from gsweep.models import MODELS
+    emb = MODELS[run.settings["model.name"]].embedding
+    if emb is None:
+        raise UserError(f"the Fourier view needs a token embedding; model {run.settings['model.name']!r} has none")
+    spectra = np.stack([fourier_power(load_params(results_dir, run_id, s)[emb], p) for s in steps])
     share = spectra / np.maximum(spectra.sum(1, keepdims=True), 1e-30)
     keys = key_frequencies(spectra[-1])
     c = run_curves(results_dir, run_id)
