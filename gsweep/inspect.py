@@ -378,11 +378,8 @@ def plot_command(args) -> int:
 
 def snapshot_runs(results_dir: Path, runs: pd.DataFrame, where: str, steps_spec: str) -> list[str]:
     """``analysis.snapshot_where``: replay the matching runs after the sweep and keep their parameters."""
-    from gsweep.plot.common import rewrite_query
-    try:
-        sel = runs.query(rewrite_query(where, list(runs.columns)))
-    except Exception as e:  # noqa: BLE001 - pandas raises many kinds
-        raise UserError(f"analysis.snapshot_where {where!r}: {e}") from None
+    from gsweep.filters import select  # parsed into a whitelisted form, never evaluated as code
+    sel = select(runs, where, "analysis.snapshot_where")
     done = []
     for _, r in sel.iterrows():
         total = int(r["train.steps"])

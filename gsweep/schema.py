@@ -105,7 +105,7 @@ ANALYSIS_SCHEMA: dict[str, Param] = {
                  doc="grokking when t_gen >= gap * t_fit (relative) or t_gen - t_fit >= gap (absolute)"),
     "gap_mode": Param(str, "relative", choices=("relative", "absolute"), sweepable=False),
     "snapshot_where": Param(str, None, nullable=True, sweepable=False,
-                            doc="pandas query over runs; matching runs get parameter snapshots"),
+                            doc="filter over runs (gsweep.filters); matching runs get parameter snapshots"),
     "snapshot_steps": Param(str, "log", sweepable=False, doc="'log' or comma-separated steps"),
 }
 

@@ -63,6 +63,8 @@ def output_path(res: Results, out: str | None, default_name: str) -> Path:
             path = path / default_name
         elif path.suffix.lower() not in SUFFIXES:
             raise UserError(f"--out {out}: the suffix picks the format; use one of {', '.join(SUFFIXES)}")
+        if not path.parent.is_dir():  # a typo must not create folders
+            raise UserError(f"--out {out}: no such folder {path.parent}; create it first")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -207,12 +209,8 @@ def query_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
     """Rows of ``runs`` matching a pandas query (dotted names need no backquotes)."""
     if not where:
         return runs
-    expr = rewrite_query(where, runs.columns)
-    try:
-        sel = runs.query(expr, engine="python")
-    except Exception as e:  # pandas raises many kinds here: all are the user's expression
-        valid = ", ".join(runs.columns)
-        raise UserError(f"--where {where!r}: {type(e).__name__}: {e}; columns: {valid}") from None
+    from gsweep.filters import select  # parsed into a whitelisted form, never evaluated as code
+    sel = select(runs, where, "--where")
     if len(sel) == 0:
         raise UserError(f"--where {where!r}: no run matches (of {len(runs)} runs)")
     return sel
