@@ -47,6 +47,7 @@ from gsweep.train.tables import (  # noqa: F401
     part_path,
     remove_part,
     unit_record_path,
+    verify_parts,
     write_part,
     write_tables,
 )
@@ -154,7 +155,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         raise UserError(f"shard {shard.index}/{shard.count} holds none of the {len(runs_all)} runs of this sweep; "
                         f"use at most {len(runs_all)} shards")
     old_meta = store.read_meta(out) if mode != "new" else {}
-    finished_runs(out)  # a damaged unit record is refused here, before anything changes
+    verify_parts(out)  # a damaged unit record or part file is refused here, before anything changes
     check_writable(out)
     lock = Lock(out)
     if is_main:

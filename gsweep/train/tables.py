@@ -70,6 +70,18 @@ def read_part(path: Path) -> pd.DataFrame:
     return store.read_parquet(path)
 
 
+def verify_parts(out: Path) -> None:
+    """Every part file of a finished unit against its checksum (before a run changes anything)."""
+    owners = {info["unit_id"] for info in finished_runs(out).values()}
+    if (out / PARTS).exists():
+        for p in sorted((out / PARTS).glob("*.parquet")):
+            if part_unit(p) in owners:
+                sp = p.with_name(p.name + ".sha256")
+                if sp.exists() and store.sha256_file(p) != sp.read_text().strip():
+                    raise UserError(f"{p}: damaged part file (checksum mismatch); --fresh starts over (or delete "
+                                    f"it and its unit record under {UNITS}/ to retrain that chunk of runs)")
+
+
 def remove_part(path: Path) -> None:
     path.with_name(path.name + ".sha256").unlink(missing_ok=True)
     path.unlink(missing_ok=True)
