@@ -254,6 +254,46 @@ def test_flipped_bit_in_part_file_is_refused(capsys, trained, copy_of):
 
 
 # ------------------------------------------------------------------------------------------------
+# 4. tables are a pure function of the finished runs
+
+
+def test_extend_of_an_interrupted_dir_has_no_duplicates_and_equals_a_fresh_run(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    # interrupted: the unit's record gone, its part files and checkpoints left behind
+    for u in (d / "units").glob("*.json"):
+        u.unlink()
+    stale = {p.name for p in (d / "parts").iterdir()}
+    ext = {**trained[1], "seeds": 3, "train": {**trained[1]["train"], "runs_per_chunk": 1}}
+    f = write_spec(tmp_path / "ext.yaml", ext)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--extend", "--quiet")
+    assert rc == 0, err
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "fresh", "--quiet")
+    assert rc == 0, err
+    key = ["run_id", "step", "split"]
+    a = pd.read_parquet(d / "curves.parquet")
+    b = pd.read_parquet(tmp_path / "fresh" / "curves.parquet")
+    assert not a.duplicated(key).any() and len(a) == len(b)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    ra, rb = pd.read_parquet(d / "runs.parquet"), pd.read_parquet(tmp_path / "fresh" / "runs.parquet")
+    pd.testing.assert_frame_equal(ra, rb, check_exact=True)
+    assert not stale & {p.name for p in (d / "parts").iterdir()}  # the superseded unit's files are gone
+    units = {p.stem for p in (d / "units").glob("*.json")}
+    assert {p.name.split(".")[0] for p in (d / "checkpoints").iterdir()} <= units
+
+
+def test_tables_ignore_parts_of_units_that_did_not_finish(trained, copy_of):
+    from gsweep.spec import from_dict as fd
+    from gsweep.train.tables import build_tables
+    d = copy_of()
+    spec = fd(trained[1])
+    _, ref = build_tables(d, spec.runs(), spec)
+    for p in (d / "parts").glob("*.parquet"):  # a superseded unit's copy of the same rows
+        shutil.copy(p, p.with_name("uffffffffffff-" + p.name.rsplit("-", 1)[1]))
+    _, again = build_tables(d, spec.runs(), spec)
+    pd.testing.assert_frame_equal(ref, again, check_exact=True)
+
+
+# ------------------------------------------------------------------------------------------------
 # 5. sizes are bounded before anything is materialised
 
 
