@@ -13,8 +13,13 @@ def _run(a):
 
 
 def _validate(a):
-    from gsweep.spec import load_spec
+    from gsweep.spec import GRID_ASK, grid_size, load_spec
     spec = load_spec(a.sweep, a.set, allow_large=a.allow_large)
+    n = grid_size([spec.task, spec.model, spec.train], len(spec.seeds))
+    if n > GRID_ASK:  # state the size without materialising every run
+        print(f"{a.sweep}: ok — sweep {spec.name!r}: a grid of {n:,} runs (--allow-large); "
+              f"swept: {', '.join(spec.swept_keys) or 'nothing'}")
+        return 0
     runs = spec.runs()
     groups = sorted({r.group_id for r in runs})
     print(f"{a.sweep}: ok — sweep {spec.name!r}: {len(runs)} runs in {len(groups)} group(s); "

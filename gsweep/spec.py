@@ -439,8 +439,10 @@ def from_dict(raw: dict, source: str = "<spec>", allow_large: bool = True) -> Sw
         analysis.setdefault(k, p.default)
 
     n = grid_size([blocks["task"], blocks["model"], blocks["train"]], len(seeds))
-    if n > GRID_MAX:
-        raise SpecError(f"{source}: the grid has {n:,} runs; at most {GRID_MAX:,} (split it into several sweeps)")
+    most = max(GRID_ASK, min(GRID_MAX, _ram_bytes() // 8192))  # a planned run costs a few KiB of host memory
+    if n > most:
+        raise SpecError(f"{source}: the grid has {n:,} runs; at most {most:,} on this machine (split it into "
+                        "several sweeps)")
     if n > GRID_ASK and not allow_large:
         raise SpecError(f"{source}: the grid has {n:,} runs (more than {GRID_ASK:,}); pass --allow-large "
                         "if you mean it")
