@@ -84,8 +84,24 @@ def read_meta(results_dir: Path) -> dict:
     return m
 
 
-def read_parquet(path: Path, **kw) -> pd.DataFrame:
-    """A parquet file gsweep wrote; a damaged or truncated one is a :class:`UserError` naming it."""
+RUNS_REQUIRED = ("run_id", "status")
+CURVES_REQUIRED = ("run_id", "step", "split", "loss", "acc")
+
+
+def read_parquet(path: Path, required: tuple[str, ...] = (), **kw) -> pd.DataFrame:
+    """A parquet file gsweep wrote; a damaged or truncated one (or one without the ``required``
+    columns) is a :class:`UserError` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a parquet file (damaged results dir)")
+    df = _read_parquet(path, **kw)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: damaged (no column {missing[0]!r})")
+    return df
+
+
+def _read_parquet(path: Path, **kw) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -127,7 +143,8 @@ def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, d
     for f in (SPEC, META, RUNS, CURVES):
         if not (d / f).exists():
             raise UserError(f"{d}: missing {f} (has the sweep run? `gsweep run` writes it)")
-    runs, curves, spec, meta = read_parquet(d / RUNS), read_parquet(d / CURVES), read_spec_yaml(d), read_meta(d)
+    runs, curves = read_parquet(d / RUNS, RUNS_REQUIRED), read_parquet(d / CURVES, CURVES_REQUIRED)
+    spec, meta = read_spec_yaml(d), read_meta(d)
     if len(runs) == 0 or "run_id" not in runs.columns:
         raise UserError(f"{d / RUNS}: holds no runs; nothing to show (rerun `gsweep run` to rebuild it)")
     return runs, curves, spec, meta

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from gsweep import store
 from gsweep.analysis.survival import censored_durations, km_median, wilson_interval
 from gsweep.errors import UserError
 from gsweep.metrics.labels import PHASES, compute_labels
@@ -92,7 +93,7 @@ class Results:
             p = self.path / "curves.parquet"
             if not p.exists():
                 raise UserError(f"{p}: no such file (learning curves are needed here)")
-            self._curves = pd.read_parquet(p)
+            self._curves = store.read_parquet(p, store.CURVES_REQUIRED)  # damaged -> one-line error
         return self._curves
 
     def setting_columns(self) -> list[str]:
@@ -131,13 +132,19 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
             spec = yaml.safe_load((path / "spec.yaml").read_text()) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{path / 'spec.yaml'}: malformed YAML: {e}") from None
+        if not isinstance(spec, dict):
+            raise UserError(f"{path / 'spec.yaml'}: damaged (not a mapping)")
     meta: dict = {}
     if (path / "meta.json").exists():
         try:
             meta = json.loads((path / "meta.json").read_text())
         except json.JSONDecodeError as e:
             raise UserError(f"{path / 'meta.json'}: malformed JSON: {e}") from None
-    runs = pd.read_parquet(runs_path)
+        if not isinstance(meta, dict):
+            raise UserError(f"{path / 'meta.json'}: damaged (not a JSON object)")
+    runs = store.read_parquet(runs_path, store.RUNS_REQUIRED)  # damaged -> one-line error
+    if len(runs) == 0:
+        raise UserError(f"{runs_path}: holds no runs; nothing to show (rerun `gsweep run` to rebuild it)")
     analysis = {**ANALYSIS_DEFAULTS, **{k: v for k, v in (spec.get("analysis") or {}).items() if v is not None}}
     res = Results(path, spec, meta, runs, float(analysis["threshold"]), float(analysis["gap"]),
                   str(analysis["gap_mode"]))
