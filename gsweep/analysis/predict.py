@@ -425,7 +425,7 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
     r = load_results(results_dir)
     d, spec, meta, runs, curves = r["dir"], r["spec"], r["meta"], r["runs"], r["curves"]
     an = spec.get("analysis") or {}
-    spec_thr = float(an.get("threshold", 0.99))
+    spec_thr = float(an.get("threshold") or 0.99)  # a damaged spec.yaml may hold null
     thr = spec_thr if threshold is None else float(threshold)
     if not 0 < thr <= 1:
         raise UserError(f"--threshold {thr}: an accuracy in (0, 1]")
