@@ -562,7 +562,7 @@ def test_numeric_strings_are_numbers():
     with pytest.raises(SpecError, match="train.lr: expected float, got str 'fast'"):
         from_dict(tiny_spec_dict(train={"lr": "fast"}))
     with pytest.raises(SpecError, match="train.steps: expected int"):
-        from_dict(tiny_spec_dict(train={"steps": "1.5e2"}))
+        from_dict(tiny_spec_dict(train={"steps": "12.5"}))
     # the YAML 1.1 quirk itself: 1e-3 without a dot is a string to PyYAML
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
     assert from_dict(yaml.safe_load(yaml.safe_dump(tiny_spec_dict())
