@@ -16,7 +16,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -107,81 +106,11 @@ _CMP = {ast.Eq: "__eq__", ast.NotEq: "__ne__", ast.Lt: "__lt__", ast.LtE: "__le_
 
 
 def where_mask(df: pd.DataFrame, expr: str, what: str = "where") -> np.ndarray:
-    """Boolean mask of the rows of ``df`` matching ``expr``; UserError naming what is not allowed."""
-    text = re.sub(r"`([^`]*)`", r"\1", expr.strip())  # `train.lr` (pandas-style backquotes) reads as train.lr
-    try:
-        tree = ast.parse(text, mode="eval")
-    except SyntaxError as e:
-        raise UserError(f"{what} {expr!r}: not an expression ({e.msg})") from None
+    """Boolean mask of the rows of ``df`` matching ``expr`` (:mod:`gsweep.filters`: parsed into a
+    whitelisted form, never evaluated as code); UserError naming what is not allowed."""
+    from gsweep import filters
 
-    def col(node) -> str | None:
-        parts = []
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if isinstance(node, ast.Name):
-            name = ".".join([node.id, *reversed(parts)])
-            if name not in df.columns:
-                raise UserError(f"{what} {expr!r}: no column {name!r}; columns: {', '.join(map(str, df.columns))}")
-            return name
-        return None
-
-    def value(node):
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
-            return node.value
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant) \
-                and isinstance(node.operand.value, (int, float)):
-            return -node.operand.value
-        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-            return [value(e) for e in node.elts]
-        raise UserError(f"{what} {expr!r}: {ast.unparse(node)!r} is neither a column nor a plain value")
-
-    def operand(node):
-        c = col(node)
-        return df[c] if c is not None else value(node)
-
-    def ev(node) -> pd.Series:
-        if isinstance(node, ast.BoolOp):
-            parts = [ev(v) for v in node.values]
-            out = parts[0]
-            for p in parts[1:]:
-                out = (out & p) if isinstance(node.op, ast.And) else (out | p)
-            return out
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            return ~ev(node.operand)
-        if isinstance(node, ast.Compare):
-            out, left = None, operand(node.left)
-            for op, rnode in zip(node.ops, node.comparators, strict=True):
-                right = operand(rnode)
-                if isinstance(op, (ast.In, ast.NotIn)):
-                    if not isinstance(left, pd.Series) or not isinstance(right, list):
-                        raise UserError(f"{what} {expr!r}: 'in' needs a column on the left and a list on the right")
-                    m = left.isin(right)
-                    m = ~m if isinstance(op, ast.NotIn) else m
-                elif type(op) in _CMP:
-                    if not isinstance(left, pd.Series) and not isinstance(right, pd.Series):
-                        raise UserError(f"{what} {expr!r}: a comparison needs a column")
-                    try:
-                        m = getattr(left if isinstance(left, pd.Series) else pd.Series(left, index=df.index),
-                                    _CMP[type(op)])(right)
-                    except TypeError as e:
-                        raise UserError(f"{what} {expr!r}: {e}") from None
-                else:
-                    raise UserError(f"{what} {expr!r}: operator {type(op).__name__} is not allowed")
-                m = m.fillna(False).astype(bool)
-                out = m if out is None else (out & m)
-                left = right
-            return out
-        c = col(node)
-        if c is not None and pd.api.types.is_bool_dtype(df[c]):
-            return df[c].fillna(False).astype(bool)
-        raise UserError(f"{what} {expr!r}: {ast.unparse(node)!r} is not a condition (use ==, <, in, and, or, not)")
-
-    return ev(tree.body).to_numpy(dtype=bool)
-
-
-# ----------------------------------------------------------------------------------------------
-# training from a notebook
+    return filters.mask(df, expr, what).to_numpy(dtype=bool)
 
 
 class NotebookProgress:

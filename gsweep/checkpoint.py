@@ -1,7 +1,10 @@
 """Orbax checkpoints of one chunk of runs: the whole stacked RunState and where it stands.
 
 Each chunk of runs (a *unit*) has its own folder ``checkpoints/<unit_id>/`` managed by an orbax
-CheckpointManager that keeps the latest step only. The saved item holds the state pytree (params,
+CheckpointManager that keeps the latest two steps (the previous one is what ``--rollback`` restores).
+Every saved step's files are checksummed (sha256) into ``checkpoints/<unit_id>.sha256.json``, written
+atomically after the data: a step without a recorded checksum is an unfinished save and is skipped,
+and a step whose files do not match is refused with an error naming the file. The saved item holds the state pytree (params,
 optimizer state, keys, hyperparameters, accumulators) and a JSON record naming the unit, its group
 and its runs, so a checkpoint from another sweep is refused rather than silently loaded.
 Orbax writes into a temporary folder and renames it when complete, so a kill during a save leaves
@@ -12,14 +15,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import jax
 
+from gsweep import store
 from gsweep.errors import UserError
 
 logging.getLogger("absl").setLevel(logging.WARNING)
+KEEP = 2
 
 
 def _ocp():
@@ -29,31 +36,101 @@ def _ocp():
 
 def manager(path: Path):
     ocp = _ocp()
-    opts = ocp.CheckpointManagerOptions(max_to_keep=1, enable_async_checkpointing=False,
+    opts = ocp.CheckpointManagerOptions(max_to_keep=KEEP, enable_async_checkpointing=False,
                                         create=True)
     return ocp.CheckpointManager(Path(path).absolute(), options=opts)
 
 
-def latest_step(path: Path) -> int | None:
+def sums_path(path: Path) -> Path:
+    path = Path(path)
+    return path.parent / f"{path.name}.sha256.json"
+
+
+def _read_sums(path: Path) -> dict | None:
+    """{step: {relative file: sha256}}; None for a checkpoint folder written before checksums."""
+    sp = sums_path(path)
+    if not sp.exists():
+        return None
+    d = store.read_json(sp)
+    if not isinstance(d, dict):
+        raise UserError(f"{sp}: damaged checksum record; start over with --fresh")
+    return d
+
+
+def _file_sums(step_dir: Path) -> dict[str, str]:
+    return {str(f.relative_to(step_dir)): store.sha256_file(f) for f in sorted(step_dir.rglob("*")) if f.is_file()}
+
+
+def _steps(path: Path) -> list[int]:
+    try:
+        mgr = manager(path)
+        steps = sorted(mgr.all_steps())
+        mgr.close()
+        return steps
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: unreadable checkpoint folder ({type(e).__name__}); start over with --fresh") from e
+
+
+def committed_steps(path: Path) -> list[int]:
+    """Steps whose save finished (checksums recorded), oldest first."""
     path = Path(path)
     if not path.exists():
+        return []
+    steps = _steps(path)
+    sums = _read_sums(path)
+    if sums is None:  # written before checksums: orbax's own finished steps
+        return steps
+    return [s for s in steps if str(s) in sums]
+
+
+def discard_uncommitted(path: Path) -> None:
+    """Remove steps whose save a kill interrupted before their checksums were recorded."""
+    path = Path(path)
+    if not path.exists() or not sums_path(path).exists() or jax.process_index() != 0:
+        return
+    ok = set(committed_steps(path))
+    for s in _steps(path):
+        if s not in ok:
+            shutil.rmtree(path / str(s), ignore_errors=True)
+
+
+def latest_step(path: Path) -> int | None:
+    steps = committed_steps(path)
+    return steps[-1] if steps else None
+
+
+def verify(path: Path, step: int) -> str | None:
+    """None when every file of ``step`` matches its recorded checksum, else the first bad file."""
+    sums = _read_sums(path)
+    if sums is None:
         return None
-    try:
-        return manager(path).latest_step()
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f"{path}: unreadable checkpoint folder ({e}); start over with --fresh") from e
+    want = sums.get(str(step)) or {}
+    step_dir = Path(path) / str(step)
+    have = _file_sums(step_dir) if step_dir.is_dir() else {}
+    for name in sorted(set(want) | set(have)):
+        if want.get(name) != have.get(name):
+            return str(step_dir / name)
+    return None
 
 
 def save(path: Path, chunk: int, state: Any, record: dict) -> None:
     """Save ``state`` as checkpoint number ``chunk`` (the number of step-chunks done)."""
     ocp = _ocp()
+    if jax.process_index() == 0 and not sums_path(path).exists():
+        store.write_json(sums_path(path), {})  # checksum era: a step is committed by its record
     mgr = manager(path)
     if os.environ.get("GSWEEP_TEST_KILL") == f"in_checkpoint:{chunk}":
         _kill_when_writing(Path(path), chunk)
     mgr.save(chunk, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                             record=ocp.args.JsonSave(record)), force=True)
     mgr.wait_until_finished()
+    kept = set(mgr.all_steps())
     mgr.close()
+    if jax.process_index() == 0:  # the checksum record commits the step
+        sums = _read_sums(path) or {}
+        sums = {k: v for k, v in sums.items() if k.isdigit() and int(k) in kept}
+        sums[str(chunk)] = _file_sums(Path(path) / str(chunk))
+        store.write_json(sums_path(path), sums)
 
 
 def _kill_when_writing(path: Path, chunk: int) -> None:
@@ -74,16 +151,34 @@ def _kill_when_writing(path: Path, chunk: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def restore(path: Path, target: Any, expect: dict) -> tuple[Any, dict, int]:
-    """The latest checkpoint under ``path`` restored onto ``target``'s shapes and shardings.
+def restore(path: Path, target: Any, expect: dict, rollback: bool = False) -> tuple[Any, dict, int]:
+    """The latest checkpoint under ``path`` restored onto ``target``'s shapes and shardings, after its
+    files are checked against their recorded checksums.
 
-    ``expect`` holds the record fields that must match (unit id, group id, run ids).
+    ``expect`` holds the record fields that must match (unit id, group id, run ids). A damaged latest
+    step is an error naming the file; with ``rollback`` the newest step that verifies is restored
+    instead (the sweep then recomputes from there: the same numbers, later).
     """
     ocp = _ocp()
-    mgr = manager(path)
-    step = mgr.latest_step()
-    if step is None:
+    steps = committed_steps(path)
+    if not steps:
         raise UserError(f"{path}: no checkpoint to restore")
+    step, bad = steps[-1], verify(path, steps[-1])
+    if bad is not None:
+        good = [s for s in steps[:-1] if verify(path, s) is None]
+        if not rollback:
+            offer = (f"`gsweep run ... --rollback` restores the previous good checkpoint (step-chunk {good[-1]})"
+                     if good else "no earlier good checkpoint is kept")
+            raise UserError(f"{bad}: damaged checkpoint (checksum mismatch); {offer}, or --fresh starts over")
+        if not good:
+            raise UserError(f"{bad}: damaged checkpoint (checksum mismatch) and no earlier good one; "
+                            "--fresh starts over")
+        print(f"gsweep: {bad}: damaged; rolling back to checkpoint {good[-1]}", file=sys.stderr)
+        step = good[-1]
+        for s in _steps(path):  # later saves reuse these numbers
+            if s > step and jax.process_index() == 0:
+                shutil.rmtree(Path(path) / str(s), ignore_errors=True)
+    mgr = manager(path)
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     try:
         out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),

@@ -13,8 +13,13 @@ def _run(a):
 
 
 def _validate(a):
-    from gsweep.spec import load_spec
-    spec = load_spec(a.sweep, a.set)
+    from gsweep.spec import GRID_ASK, grid_size, load_spec
+    spec = load_spec(a.sweep, a.set, allow_large=a.allow_large)
+    n = grid_size([spec.task, spec.model, spec.train], len(spec.seeds))
+    if n > GRID_ASK:  # state the size without materialising every run
+        print(f"{a.sweep}: ok — sweep {spec.name!r}: a grid of {n:,} runs (--allow-large); "
+              f"swept: {', '.join(spec.swept_keys) or 'nothing'}")
+        return 0
     runs = spec.runs()
     groups = sorted({r.group_id for r in runs})
     print(f"{a.sweep}: ok — sweep {spec.name!r}: {len(runs)} runs in {len(groups)} group(s); "
@@ -93,11 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--process-id", type=int)
     p.add_argument("--distributed", action="store_true", help="jax.distributed.initialize() with cluster autodetection")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--allow-large", action="store_true", help="accept a grid of more than 100,000 runs")
+    p.add_argument("--rollback", action="store_true",
+                   help="resume from the previous good checkpoint when the latest one is damaged")
     p.set_defaults(fn=_run)
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid size")
     p.add_argument("sweep")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--allow-large", action="store_true", help="accept a grid of more than 100,000 runs")
     p.set_defaults(fn=_validate)
 
     p = sub.add_parser("ls", help="list sweeps under a results root and their status")
@@ -193,7 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _one_line(e: BaseException) -> str:
+    """The error as one line: the first line in full, and how many more there are (spec diffs)."""
+    return str(e).replace("\x00", "\\x00")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every expected failure is ``gsweep: error: <message>`` and exit status 2, never a traceback:
+    bad input (UserError/SpecError), files that cannot be read or written (OSError), damaged files
+    (parquet/JSON/YAML that do not parse), and paths that cannot exist (NUL)."""
+    import json
+
     from gsweep.errors import UserError
     from gsweep.spec import SpecError
 
@@ -201,13 +220,42 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.fn(args)
     except (SpecError, UserError) as e:
-        print(f"gsweep: error: {e}", file=sys.stderr)
+        print(f"gsweep: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `gsweep summarize ... | head`
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        print("gsweep: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # a path that cannot be read or written
+        where = e.filename if e.filename is not None else ""
+        print(f"gsweep: error: {where}{': ' if where else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        print(f"gsweep: error: a damaged file ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        if "null byte" in str(e) or "NUL" in str(e):
+            print(f"gsweep: error: a path cannot hold a NUL character ({e})", file=sys.stderr)
+            return 2
+        if _is_damaged_file_error(e):
+            print(f"gsweep: error: a damaged results file ({type(e).__name__}: {str(e)[:200]})", file=sys.stderr)
+            return 2
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow/yaml errors on damaged files
+        if _is_damaged_file_error(e):
+            print(f"gsweep: error: a damaged results file ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+                  file=sys.stderr)
+            return 2
+        raise
     return int(rc or 0)
+
+
+def _is_damaged_file_error(e: BaseException) -> bool:
+    mod = type(e).__module__ or ""
+    return mod.startswith(("pyarrow", "yaml")) or "parquet" in str(e).lower() or "Parquet" in type(e).__name__
 
 
 if __name__ == "__main__":

@@ -380,8 +380,8 @@ def plot_command(args) -> int:
 
 def snapshot_runs(results_dir: Path, runs: pd.DataFrame, where: str, steps_spec: str) -> list[str]:
     """``analysis.snapshot_where``: replay the matching runs after the sweep and keep their parameters."""
-    from gsweep.api import where_mask
-    sel = runs[where_mask(runs, where, "analysis.snapshot_where")]
+    from gsweep.filters import select  # parsed into a whitelisted form, never evaluated as code
+    sel = select(runs, where, "analysis.snapshot_where")
     done = []
     for _, r in sel.iterrows():
         total = int(r["train.steps"])

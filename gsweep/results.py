@@ -84,11 +84,8 @@ class Results:
             p = self.path / CURVES
             if not p.exists():
                 raise UserError(f"{p}: no such file (learning curves are needed here)")
-            c = pd.read_parquet(p)
-            for col in ("run_id", "step", "split", "acc"):
-                if col not in c:
-                    raise UserError(f"{p}: no column {col!r}")
-            self._curves = c
+            from gsweep import store
+            self._curves = store.read_parquet(p, store.CURVES_REQUIRED)  # damaged -> one-line error
         c = self._curves
         if len(c) and "run_id" in self.runs and not c["run_id"].isin(self.runs["run_id"]).all():
             c = c[c["run_id"].isin(self.runs["run_id"])].reset_index(drop=True)
@@ -123,7 +120,8 @@ def run_curves(results_dir: str | Path, run_id: str) -> pd.DataFrame:
     p = Path(results_dir) / CURVES
     if not p.exists():
         return pd.DataFrame(columns=["run_id", "step", "split", "loss", "acc"])
-    return pd.read_parquet(p, filters=[("run_id", "==", str(run_id))]).reset_index(drop=True)
+    from gsweep import store
+    return store.read_parquet(p, filters=[("run_id", "==", str(run_id))]).reset_index(drop=True)
 
 
 def check_label_args(threshold, gap, gap_mode) -> dict:
@@ -155,16 +153,26 @@ def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
 
 def _read_yaml(p: Path) -> dict:
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise UserError(f"{p}: malformed YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: damaged (not UTF-8 text)") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: damaged (not a mapping)")
+    return d
 
 
 def _read_json(p: Path) -> dict:
     try:
-        return json.loads(p.read_text())
+        d = json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: malformed JSON: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: damaged (not UTF-8 text)") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: damaged (not a JSON object)")
+    return d
 
 
 def load_results(results_dir: str | Path, threshold: float | None = None, gap: float | None = None,
@@ -190,10 +198,13 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
             raise UserError(f"{path}: the sweep is still running and has written no {RUNS} yet "
                             "(the tables are written when it finishes or is interrupted)")
         raise UserError(f"{path}: no {RUNS} (status {st!r}; resume with `gsweep run` to write the tables)")
-    runs = pd.read_parquet(runs_path)
+    from gsweep import store
+    runs = store.read_parquet(runs_path, store.RUNS_REQUIRED)  # damaged -> one-line error
     for col in ("run_id", "steps_done"):
         if col not in runs:
-            raise UserError(f"{runs_path}: no column {col!r}")
+            raise UserError(f"{runs_path}: damaged (no column {col!r})")
+    if len(runs) == 0:
+        raise UserError(f"{runs_path}: holds no runs; nothing to show (rerun `gsweep run` to rebuild it)")
     analysis = {**ANALYSIS_DEFAULTS, **{k: v for k, v in (spec.get("analysis") or {}).items() if v is not None}}
     res = cls(path, spec, meta, runs, float(analysis["threshold"]), float(analysis["gap"]),
               str(analysis["gap_mode"]))

@@ -17,6 +17,8 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -31,6 +33,17 @@ SWEPT_BLOCKS = ("task", "model", "train")
 # Keys that change how the engine schedules work, never the numbers a run produces:
 # they are left out of run ids and group signatures.
 ENGINE_ONLY = frozenset({"train.runs_per_chunk", "train.chunk_steps", "train.checkpoint_every"})
+
+
+# Sizes that allocate, bounded before anything is materialised (a typo must not eat the machine).
+MAX_VALUES = 1_000_000        # values in one list, helper or seeds count
+GRID_ASK = 100_000            # runs above which `--allow-large` is needed
+GRID_MAX = 10_000_000         # runs above which a grid is refused outright
+MAX_STEPS = 1_000_000_000     # train.steps (step counters are int32 on the device)
+MAX_EVALS = 100_000           # evaluations per run (curve rows)
+MAX_POOL = 50_000_000         # examples in one task's pool
+MAX_NAME_BYTES = 200          # a sweep name is one path component (filesystems allow 255 bytes)
+_NUMERIC = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 class SpecError(ValueError):
@@ -49,6 +62,8 @@ def _yaml_load(text: str, source: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
         raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as e:  # e.g. a date out of range
+        raise SpecError(f"{source}: unreadable YAML value ({type(e).__name__}: {str(e)[:120]})") from None
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -80,9 +95,25 @@ def apply_overrides(raw: dict, overrides: Sequence[str], source: str) -> dict:
 
 def load_raw(path: str | Path) -> dict:
     path = Path(path)
+    if "\x00" in str(path):
+        raise SpecError(f"{str(path)!r}: a path cannot hold a NUL character")
     if not path.exists():
         raise SpecError(f"{path}: no such sweep file")
-    raw = _yaml_load(path.read_text(), str(path))
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a sweep file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the sweep file ({e.strerror})") from None
+    if len(data) > 10 << 20:
+        raise SpecError(f"{path}: {len(data):,} bytes is too large for a sweep file (at most 10 MiB)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text (byte {e.start}); save the sweep file as UTF-8") from None
+    if "\x00" in text:
+        raise SpecError(f"{path}: holds NUL characters (UTF-16?); save the sweep file as UTF-8")
+    raw = _yaml_load(text, str(path))
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: a sweep file is a mapping with the blocks {', '.join(TOP_LEVEL)}")
     return raw
@@ -109,6 +140,8 @@ def _expand_helper(value: Any, where: str) -> list | None:
                 and isinstance(args[2], int) and args[2] >= 1):
             raise SpecError(f"{where}: {kind} takes [lo, hi, n] with n a positive integer, got {args}")
         lo, hi, n = args
+        if n > MAX_VALUES:
+            raise SpecError(f"{where}: {kind} of {n:,} points; at most {MAX_VALUES:,} values in one list")
         pts = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
         if kind == "logspace":
             return [float(f"{10.0 ** x:.12g}") for x in pts]
@@ -118,7 +151,15 @@ def _expand_helper(value: Any, where: str) -> list | None:
             args = [args]
         if not (isinstance(args, list) and 1 <= len(args) <= 3 and all(isinstance(a, int) for a in args)):
             raise SpecError(f"{where}: range takes n, [start, stop] or [start, stop, step] integers, got {args}")
-        return list(range(*args))
+        try:
+            r = range(*args)
+        except ValueError as e:
+            raise SpecError(f"{where}: range {args}: {e}") from None
+        if len(r) > MAX_VALUES:
+            raise SpecError(f"{where}: range of {len(r):,} values; at most {MAX_VALUES:,} values in one list")
+        if len(r) == 0:
+            raise SpecError(f"{where}: range {args} is empty")
+        return list(r)
     raise SpecError(f"{where}: unknown helper {kind!r}{_suggest(kind, ['logspace', 'linspace', 'range'])}")
 
 
@@ -129,6 +170,8 @@ def expand_values(value: Any, where: str) -> list:
         return helper
     if isinstance(value, list):
         out: list = []
+        if len(value) > MAX_VALUES:
+            raise SpecError(f"{where}: a list of {len(value):,} values; at most {MAX_VALUES:,}")
         for v in value:
             h = _expand_helper(v, where)
             if h is not None:
@@ -137,6 +180,8 @@ def expand_values(value: Any, where: str) -> list:
                 raise SpecError(f"{where}: a list of values holds scalars (or helpers), got {v!r}")
             else:
                 out.append(v)
+            if len(out) > MAX_VALUES:
+                raise SpecError(f"{where}: more than {MAX_VALUES:,} values in one list")
         if not out:
             raise SpecError(f"{where}: an empty list sweeps nothing")
         return out
@@ -294,6 +339,12 @@ def _resolve_defaults(settings: dict) -> dict:
 def _check_value(p: Param, value: Any, where: str) -> Any:
     if value is None and p.nullable:
         return None
+    if p.type in (int, float) and isinstance(value, str) and _NUMERIC.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string; a researcher means the number
+        if p.type is float or not value.is_integer():
+            pass
+        elif abs(value) < 2**63:
+            value = int(value)
     if p.type is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if p.type is int and isinstance(value, float) and value.is_integer():
@@ -335,24 +386,53 @@ def _as_list(v: Any) -> list:
     return list(v) if isinstance(v, tuple) else [v]
 
 
-def from_dict(raw: dict, source: str = "<spec>") -> SweepSpec:
-    """Validate a parsed sweep file; raises :class:`SpecError` naming the file and key."""
+def check_name(name: Any, where: str) -> str:
+    """A sweep name is one plain path component: results go to ``results/<name>/`` and nowhere else."""
+    if not isinstance(name, str) or not name:
+        raise SpecError(f"{where}: a sweep needs a name (a plain folder name), got {name!r}")
+    bad = [c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127]
+    if bad or name in (".", "..") or name != name.strip():
+        why = f"the character {bad[0]!r}" if bad else "leading/trailing space" if name != name.strip() else repr(name)
+        raise SpecError(f"{where}: must be a plain folder name (letters, digits, -_.), not {why}: {name!r}")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise SpecError(f"{where}: at most {MAX_NAME_BYTES} bytes, got {len(name.encode('utf-8', 'surrogatepass'))}")
+    return name
+
+
+def grid_size(spec_blocks: Sequence[Mapping[str, Any]], n_seeds: int) -> int:
+    """The number of grid points (runs before deduplication), from list lengths alone."""
+    n = n_seeds
+    for b in spec_blocks:
+        for v in b.values():
+            n *= len(v) if isinstance(v, tuple) else 1
+    return n
+
+
+def from_dict(raw: dict, source: str = "<spec>", allow_large: bool = True) -> SweepSpec:
+    """Validate a parsed sweep file; raises :class:`SpecError` naming the file and key.
+
+    A grid of more than ``GRID_ASK`` runs needs ``allow_large`` (``--allow-large``); more than
+    ``GRID_MAX`` is refused. (Results dirs written before re-read their own spec with the default.)
+    """
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: a sweep file is a mapping with the blocks {', '.join(TOP_LEVEL)}")
     for key in raw:
         if key not in TOP_LEVEL:
             raise SpecError(f"{source}: unknown key '{key}'{_suggest(str(key), TOP_LEVEL)}")
     name = raw.get("name")
-    if not isinstance(name, str) or not name or "/" in name:
-        raise SpecError(f"{source}: name: a sweep needs a name (a string without '/'), got {name!r}")
+    check_name(name, f"{source}: name")
     seeds_raw = raw.get("seeds", 1)
     if isinstance(seeds_raw, bool) or not isinstance(seeds_raw, (int, list, dict)):
         raise SpecError(f"{source}: seeds: expected a count or a list of seeds, got {seeds_raw!r}")
     if isinstance(seeds_raw, int):
         if seeds_raw < 1:
             raise SpecError(f"{source}: seeds: at least 1, got {seeds_raw}")
+        if seeds_raw > MAX_VALUES:
+            raise SpecError(f"{source}: seeds: at most {MAX_VALUES:,} seeds, got {seeds_raw:,}")
         seeds = tuple(range(seeds_raw))
     else:
         seeds = tuple(expand_values(seeds_raw, f"{source}: seeds"))
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
             raise SpecError(f"{source}: seeds: a list of seeds holds non-negative integers, got {list(seeds)}")
         if len(set(seeds)) != len(seeds):
             raise SpecError(f"{source}: seeds: repeated seed in {list(seeds)}")
@@ -381,11 +461,93 @@ def from_dict(raw: dict, source: str = "<spec>") -> SweepSpec:
         analysis.setdefault(k, p.default)
 
     points, refine = _check_points(raw, blocks, source)
+    n = grid_size([blocks["task"], blocks["model"], blocks["train"]], len(seeds))
+    most = max(GRID_ASK, min(GRID_MAX, _ram_bytes() // 8192))  # a planned run costs a few KiB of host memory
+    if n > most:
+        raise SpecError(f"{source}: the grid has {n:,} runs; at most {most:,} on this machine (split it into "
+                        "several sweeps)")
+    if n > GRID_ASK and not allow_large:
+        raise SpecError(f"{source}: the grid has {n:,} runs (more than {GRID_ASK:,}); pass --allow-large "
+                        "if you mean it")
     spec = SweepSpec(name=name, task=_freeze(blocks["task"]), model=_freeze(blocks["model"]),
                      train=_freeze(blocks["train"]), analysis=_freeze(analysis), seeds=seeds, source=source,
                      points=points, refine=refine)
     _check_runs(spec)
+    if analysis.get("snapshot_where"):
+        check_snapshot_where(spec)
     return spec
+
+
+LABEL_COLUMNS = ("run_id", "group_id", "seed", "status", "steps_done", "diverged_step", "t_fit", "t_gen",
+                 "delay", "phase")
+LABEL_PATTERNS = (r"t_\w+", r"final_\w+_(acc|loss)")
+
+
+def check_snapshot_where(spec: SweepSpec) -> None:
+    """``analysis.snapshot_where``: a valid filter over known columns, before anything trains."""
+    from gsweep import filters
+    from gsweep.errors import UserError
+
+    known = set(LABEL_COLUMNS)
+    for block in ("task", "model"):
+        for n in _as_list(getattr(spec, block)["name"]):
+            schema = task_schema(n) if block == "task" else model_schema(n)
+            known |= {f"{block}.{k}" for k in schema}
+    known |= {f"train.{k}" for k in TRAIN_SCHEMA} - {f"train.{k}" for k in ("runs_per_chunk", "chunk_steps",
+                                                                           "checkpoint_every")}
+    try:
+        filters.check(spec.analysis["snapshot_where"], known, f"{spec.source}: analysis.snapshot_where",
+                      LABEL_PATTERNS)
+    except UserError as e:
+        raise SpecError(str(e)) from None
+
+
+def _ram_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _pool_estimate(t: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(examples, tokens per example, vocabulary) a task's pool will hold, from its settings alone."""
+    name = t["name"]
+    if name == "modular":
+        n_ops = len(str(t.get("op", "add")).split("|"))
+        return t["p"] ** 2 * n_ops, 5, t["p"] + n_ops + 2
+    if name == "modular_chain":
+        return t["p"] ** 2 + t.get("n_hop2", 0) + t.get("n_hop3", 0), 8, t["p"] + 3
+    if name == "composition":
+        e, r = t["n_entities"], t["n_relations"]
+        return e * r + t.get("max_inferred", 0) + t.get("n_ood", 0) + t.get("n_test", 0), 4, e + r + 1
+    if name in ("khop", "sparse_parity"):
+        width = t.get("seq_len", t.get("n_bits", 1)) + 2
+        return t["pool_size"], width, t.get("alphabet", 2) + t.get("hops", 1)
+    return 0, 0, 0
+
+
+def check_sizes(settings: Mapping[str, Any], source: str) -> None:
+    """Bounds on what one run allocates: steps, evaluations, the task's pool, the model's size."""
+    steps, every = settings["train.steps"], settings["train.eval_every"]
+    if steps > MAX_STEPS:
+        raise SpecError(f"{source}: train.steps: at most {MAX_STEPS:,}, got {steps:,}")
+    evals = steps // every + settings.get("train.early_evals", 0)
+    if evals > MAX_EVALS:
+        raise SpecError(f"{source}: train.eval_every: {steps:,} steps / {every:,} = {evals:,} evaluations per run; "
+                        f"at most {MAX_EVALS:,} (raise train.eval_every)")
+    task = {k[5:]: v for k, v in settings.items() if k.startswith("task.")}
+    n, width, vocab = _pool_estimate(task)
+    ram = _ram_bytes()
+    if n > MAX_POOL or n * width * 8 > ram // 4:
+        big = [k for k in ("p", "pool_size", "n_entities", "n_relations", "max_inferred") if k in task]
+        key = f"task.{big[0]}" if big else "task"
+        raise SpecError(f"{source}: {key}: the task's pool would hold {n:,} examples; at most "
+                        f"{MAX_POOL:,} on this machine")
+    d, h, depth = settings.get("model.d_model", 0), settings.get("model.d_mlp", 0), settings.get("model.depth", 0)
+    params = depth * (4 * d * d + 2 * d * h) + 2 * vocab * d + d * h
+    if params * 16 > ram // 2:
+        raise SpecError(f"{source}: model: about {params:,} parameters per run (model.d_model={d}, model.d_mlp={h}, "
+                        f"model.depth={depth}) do not fit this machine's {ram >> 30} GiB")
 
 
 def _check_runs(spec: SweepSpec) -> None:
@@ -416,6 +578,7 @@ def _check_runs(spec: SweepSpec) -> None:
         msg = check_combination(settings)
         if msg:
             raise SpecError(f"{spec.source}: {msg}")
+        check_sizes(settings, spec.source)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,8 +667,8 @@ def _check_points(raw: dict, blocks: dict, source: str) -> tuple[tuple, tuple]:
     return tuple(out), tuple(_freeze(n) for n in notes)
 
 
-def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
+def load_spec(path: str | Path, overrides: Sequence[str] = (), allow_large: bool = False) -> SweepSpec:
     """Read, override (``--set``), expand and validate a sweep file."""
     raw = load_raw(path)
     raw = apply_overrides(raw, overrides, str(path))
-    return from_dict(raw, str(path))
+    return from_dict(raw, str(path), allow_large=allow_large)

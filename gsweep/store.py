@@ -21,6 +21,8 @@ import yaml
 from gsweep.errors import UserError
 
 SPEC, META, RUNS, CURVES = "spec.yaml", "meta.json", "runs.parquet", "curves.parquet"
+MARKER = ".gsweep"  # written when gsweep creates a results dir: proof that the dir is gsweep's
+FORMAT = "gsweep-results/1"
 CURVE_KEY = ["run_id", "step", "split"]
 
 
@@ -62,15 +64,75 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """A JSON file gsweep wrote; a damaged one is a :class:`UserError` naming it."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: damaged ({type(e).__name__}: {str(e)[:100]}); restore it or start over "
+                        "with --fresh") from None
+
+
+def read_meta(results_dir: Path) -> dict:
+    """meta.json as a mapping ({} when absent); damaged -> UserError naming it."""
+    p = Path(results_dir) / META
+    if not p.exists():
+        return {}
+    m = read_json(p)
+    if not isinstance(m, dict):
+        raise UserError(f"{p}: damaged (not a JSON object); restore it or start over with --fresh")
+    return m
+
+
+RUNS_REQUIRED = ("run_id", "status")
+CURVES_REQUIRED = ("run_id", "step", "split", "loss", "acc")
+
+
+def read_parquet(path: Path, required: tuple[str, ...] = (), **kw) -> pd.DataFrame:
+    """A parquet file gsweep wrote; a damaged or truncated one (or one without the ``required``
+    columns) is a :class:`UserError` naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a parquet file (damaged results dir)")
+    df = _read_parquet(path, **kw)
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise UserError(f"{path}: damaged (no column {missing[0]!r})")
+    return df
+
+
+def _read_parquet(path: Path, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path, **kw)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise UserError(f"{path}: damaged or truncated parquet file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:100] if str(e) else ''})") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow's own error types
+        raise UserError(f"{path}: damaged or truncated parquet file ({type(e).__name__})") from None
 
 
 def read_spec_yaml(results_dir: Path) -> dict:
     p = Path(results_dir) / SPEC
     if not p.exists():
         raise UserError(f"{results_dir}: not a results dir (no {SPEC})")
-    return yaml.safe_load(p.read_text())
+    try:
+        d = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise UserError(f"{p}: damaged ({type(e).__name__}); restore it or start over with --fresh") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{p}: damaged (not a mapping); restore it or start over with --fresh")
+    return d
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
@@ -106,14 +168,24 @@ def sweep_dirs(root: Path) -> Iterable[Path]:
 
 def list_sweeps(root: str | Path) -> int:
     rows = []
-    for d in sweep_dirs(Path(root)):
-        meta = read_json(d / META) if (d / META).exists() else {}
-        n_runs = n_done = n_div = 0
-        if (d / RUNS).exists():
-            r = pd.read_parquet(d / RUNS, columns=["status"])
-            n_runs, n_done, n_div = len(r), int((r["status"] == "done").sum()), int((r["status"] == "diverged").sum())
-        rows.append((str(d), meta.get("name", d.name), meta.get("status", "?"), n_runs, n_done, n_div,
-                     meta.get("finished") or meta.get("started") or ""))
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UserError(f"{root}: not a folder")
+    for d in sweep_dirs(root):
+        try:  # one damaged sweep is marked, the others listed
+            meta = read_meta(d)
+            n_runs = n_done = n_div = 0
+            if (d / RUNS).exists():
+                r = read_parquet(d / RUNS, columns=["status"])
+                n_runs, n_done = len(r), int((r["status"] == "done").sum())
+                n_div = int((r["status"] == "diverged").sum())
+            rows.append((str(d), str(meta.get("name", d.name)), str(meta.get("status", "?")), n_runs, n_done, n_div,
+                         str(meta.get("finished") or meta.get("started") or "")))
+        except (UserError, OSError, KeyError, ValueError) as e:
+            why = str(e).split(": ", 1)[-1][:60] if isinstance(e, UserError) else type(e).__name__
+            rows.append((str(d), d.name, f"DAMAGED ({why})", "?", "?", "?", ""))
     if not rows:
         print(f"no sweeps under {root}")
         return 0
@@ -133,10 +205,17 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
     of the spec exactly once."""
     from gsweep.spec import from_dict
 
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file; merge writes a new dir")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: exists and is not empty; merge writes a new dir")
+    if any(out.resolve() == d.resolve() for d in dirs):
+        raise UserError(f"--out {out}: is one of the dirs to merge; merge writes a new dir")
     specs = [read_spec_yaml(d) for d in dirs]
-    metas = [read_json(d / META) if (d / META).exists() else {} for d in dirs]
+    metas = [read_meta(d) for d in dirs]
+    for d, m in zip(dirs, metas, strict=True):
+        if not m.get("shard"):
+            raise UserError(f"{d}: is not a shard (it was not run with --shard); merge combines shards of one sweep")
     base = {k: v for k, v in specs[0].items()}
     for d, s in zip(dirs[1:], specs[1:], strict=True):
         if s != base:
@@ -144,20 +223,25 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
     spec = from_dict(base, str(dirs[0] / SPEC))
     expected = {r.run_id for r in spec.runs()}
     runs, curves, seen = [], [], {}
-    shards_total = {m.get("shard", {}).get("count") for m in metas} - {None}
+    shards_total = {(m.get("shard") or {}).get("count") for m in metas} - {None}
     for d, m in zip(dirs, metas, strict=True):
         if m.get("status") != "done":
             raise UserError(f"{d}: status is {m.get('status')!r}, not 'done'; finish it first (gsweep run resumes)")
-        r = pd.read_parquet(d / RUNS)
+        for f in (RUNS, CURVES):
+            if not (d / f).exists():
+                raise UserError(f"{d}: missing {f}")
+        r = read_parquet(d / RUNS)
+        if "run_id" not in r.columns:
+            raise UserError(f"{d / RUNS}: damaged (no run_id column)")
         for rid in r["run_id"]:
             if rid in seen:
                 raise UserError(f"run {rid} is in both {seen[rid]} and {d}")
             seen[rid] = d
         runs.append(r)
-        curves.append(pd.read_parquet(d / CURVES))
+        curves.append(read_parquet(d / CURVES))
     missing = expected - set(seen)
     if missing:
-        have = sorted(m.get("shard", {}).get("index") for m in metas if m.get("shard"))
+        have = sorted((m.get("shard") or {}).get("index") for m in metas if m.get("shard"))
         hint = ""
         if len(shards_total) == 1:
             n = shards_total.pop()
@@ -170,6 +254,7 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
     runs_df = sort_runs(pd.concat(runs, ignore_index=True))
     curves_df = sort_curves(pd.concat(curves, ignore_index=True))
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out)
     write_text(out / SPEC, (dirs[0] / SPEC).read_text())
     meta = dict(metas[0])
     meta.pop("shard", None)
@@ -180,9 +265,21 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
     return runs_df, curves_df
 
 
+def write_marker(out: Path) -> None:
+    """``RESULTS_DIR/.gsweep``: this dir was created by gsweep (what ``--fresh`` may clear)."""
+    import datetime as dt
+    if not (Path(out) / MARKER).exists():
+        write_json(Path(out) / MARKER, {"format": FORMAT, "created": dt.datetime.now(dt.timezone.utc).isoformat(
+            timespec="seconds")})
+
+
 def merge_command(args) -> int:
     dirs = [Path(d) for d in args.dirs]
+    if len(set(d.resolve() for d in dirs)) != len(dirs):
+        raise UserError("merge: a dir is named twice")
     for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"{d}: no such results dir")
         if not (d / SPEC).exists():
             raise UserError(f"{d}: not a results dir (no {SPEC})")
     runs, _ = merge_dirs(dirs, Path(args.out))

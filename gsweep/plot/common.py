@@ -63,6 +63,8 @@ def output_path(res: Results, out: str | None, default_name: str) -> Path:
             path = path / default_name
         elif path.suffix.lower() not in SUFFIXES:
             raise UserError(f"--out {out}: the suffix picks the format; use one of {', '.join(SUFFIXES)}")
+        if not Path(out).parent.is_dir():  # a typo must not create a tree of folders
+            raise UserError(f"--out {out}: no such folder {Path(out).parent}; create it first")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -173,13 +175,12 @@ def positions(values: list, gap_for_zero: bool) -> np.ndarray:
 
 
 def query_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
-    """Rows of ``runs`` matching a ``--where`` filter (:func:`gsweep.api.where_mask`: comparisons,
+    """Rows of ``runs`` matching a ``--where`` filter (:mod:`gsweep.filters`: comparisons,
     and/or/not, ``in [...]``; parsed, never evaluated; dotted names need no backquotes)."""
     if not where:
         return runs
-    from gsweep.api import where_mask
-
-    sel = runs[where_mask(runs, where, "--where")]
+    from gsweep.filters import select  # parsed into a whitelisted form, never evaluated as code
+    sel = select(runs, where, "--where")
     if len(sel) == 0:
         raise UserError(f"--where {where!r}: no run matches (of {len(runs)} runs)")
     return sel

@@ -62,8 +62,8 @@ def _ticks(values: list, tf, limit: int = 9) -> tuple[list[float], list[str]]:
 
 def draw_refined(res, d):
     """The figure for ``d`` (a PhaseDiagramData of a refined results dir), one panel per facet value."""
-    from gsweep.plot.phase_diagram import DIVERGED_COLOR, PHASE_COLORS, CMAP
     from gsweep.metrics.labels import PHASES
+    from gsweep.plot.phase_diagram import CMAP, DIVERGED_COLOR, PHASE_COLORS
     from gsweep.refine import grid_values
 
     spec = res.spec or {}

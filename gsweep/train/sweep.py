@@ -10,17 +10,12 @@ a resumed sweep rebuilds the same units and continues the unfinished one from it
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import json
 import os
 import shutil
 import signal
 import socket
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,322 +23,39 @@ import pandas as pd
 
 from gsweep import store
 from gsweep.errors import UserError
-from gsweep.metrics.labels import compute_labels
-from gsweep.spec import ENGINE_ONLY, Run, SweepSpec, from_dict, load_spec
-
-PARTS, UNITS, CKPT, LOCK = "parts", "units", "checkpoints", ".lock"
+from gsweep.spec import SweepSpec, load_spec
+from gsweep.train.progress import Progress
+from gsweep.train.resultsdir import (  # noqa: F401
+    CKPT,
+    LOCK,
+    PARTS,
+    UNITS,
+    Lock,
+    _now,
+    check_existing,
+    check_out_path,
+    check_writable,
+    clear_for_fresh,
+    clear_stale_temps,
+    merged_meta,
+    spec_diff,
+)
+from gsweep.train.tables import (  # noqa: F401
+    build_tables,
+    curve_rows,
+    finished_runs,
+    part_path,
+    remove_part,
+    unit_record_path,
+    verify_parts,
+    write_part,
+    write_tables,
+)
+from gsweep.train.units import Shard, Unit, group_runs, parse_shard, plan_units, run_cost, shard_runs  # noqa: F401
 
 
 class Interrupted(Exception):
     pass
-
-
-@dataclasses.dataclass(frozen=True)
-class Unit:
-    unit_id: str
-    group_id: str
-    runs: tuple[Run, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Shard:
-    index: int
-    count: int
-
-
-# ----------------------------------------------------------------------------------------------
-# planning
-
-
-def parse_shard(text: str | None, env: dict | None = None) -> Shard | None:
-    """``--shard I/N``, else SLURM_ARRAY_TASK_ID/MIN/COUNT when present (ids need not start at 0)."""
-    env = os.environ if env is None else env
-    if text:
-        try:
-            i, n = (int(x) for x in text.split("/"))
-        except ValueError:
-            raise UserError(f"--shard {text!r}: expected I/N, e.g. --shard 0/4") from None
-        if not (n >= 1 and 0 <= i < n):
-            raise UserError(f"--shard {text!r}: need 0 <= I < N")
-        return Shard(i, n)
-    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        tid, lo = int(env["SLURM_ARRAY_TASK_ID"]), int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        n = int(env["SLURM_ARRAY_TASK_COUNT"])
-        return Shard(tid - lo, n)
-    return None
-
-
-def run_cost(run: Run) -> float:
-    """Relative cost of a run: model-steps times a crude per-step size."""
-    s = run.settings
-    width = s.get("model.d_model", 128) * s.get("model.depth", 1) + s.get("model.d_mlp", 512)
-    return float(s["train.steps"]) * width
-
-
-def shard_runs(runs: Sequence[Run], shard: Shard | None) -> list[Run]:
-    """A deterministic, balanced share: within each group (so shards share compiled programs), runs
-    sorted by id are dealt round-robin, the group's first run going to the shard with the least cost
-    so far."""
-    if shard is None or shard.count == 1:
-        return list(runs)
-    by_group: dict[str, list[Run]] = defaultdict(list)
-    for r in runs:
-        by_group[r.group_id].append(r)
-    load = [0.0] * shard.count
-    mine: set[str] = set()
-    for gid in sorted(by_group):
-        group = sorted(by_group[gid], key=lambda r: r.run_id)
-        start = min(range(shard.count), key=lambda i: (load[i], i))
-        for k, r in enumerate(group):
-            owner = (start + k) % shard.count
-            load[owner] += run_cost(r)
-            if owner == shard.index:
-                mine.add(r.run_id)
-    return [r for r in runs if r.run_id in mine]
-
-
-def group_runs(runs: Sequence[Run]) -> dict[str, list[Run]]:
-    out: dict[str, list[Run]] = defaultdict(list)
-    for r in runs:
-        out[r.group_id].append(r)
-    return dict(sorted(out.items()))
-
-
-def plan_units(group: Sequence[Run], todo: Sequence[Run], per_chunk: int) -> list[Unit]:
-    ids = {r.run_id for r in todo}
-    pending = [r for r in group if r.run_id in ids]
-    units = []
-    for i in range(0, len(pending), per_chunk):
-        chunk = tuple(pending[i: i + per_chunk])
-        h = hashlib.sha1((chunk[0].group_id + ":" + ",".join(r.run_id for r in chunk)).encode()).hexdigest()[:12]
-        units.append(Unit(f"u{h}", chunk[0].group_id, chunk))
-    return units
-
-
-# ----------------------------------------------------------------------------------------------
-# the results dir: spec comparison and lock
-
-
-def spec_diff(old: dict, new: dict, prefix: str = "") -> str:
-    """One line per differing leaf: ``  train.lr: 0.001 -> 0.01``."""
-    lines = []
-    for k in sorted(set(old) | set(new), key=str):
-        key = f"{prefix}{k}"
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            sub = spec_diff(a, b, key + ".")
-            if sub:
-                lines.append(sub)
-        elif a != b:
-            lines.append(f"  {key}: {a} -> {b}")
-    return "\n".join(lines)
-
-
-def check_existing(out: Path, spec: SweepSpec, fresh: bool, extend: bool, shard: Shard | None) -> str:
-    """'new', 'resume' or 'extend' for this results dir; an error when the spec changed."""
-    if not (out / store.SPEC).exists():
-        if out.exists() and any(p.name not in (LOCK,) for p in out.iterdir()):
-            raise UserError(f"{out}: exists and is not a gsweep results dir; choose another --out")
-        return "new"
-    if fresh:
-        return "new"
-    old = store.read_spec_yaml(out)
-    new = spec.to_dict()
-    meta = store.read_json(out / store.META) if (out / store.META).exists() else {}
-    old_shard = meta.get("shard")
-    new_shard = dataclasses.asdict(shard) if shard else None
-    if old_shard != new_shard:
-        raise UserError(f"{out}: holds shard {old_shard} but this run is shard {new_shard}; use another --out")
-    if old == new:
-        return "resume"
-    if not extend:
-        raise UserError(f"{out}: the spec differs from the one this results dir was made with:\n"
-                        f"{spec_diff(old, new)}\nuse --extend (if it only adds runs), --fresh to start over, "
-                        "or another --out")
-    old_ids = {r.run_id for r in from_dict(old, str(out / store.SPEC)).runs()}
-    new_ids = {r.run_id for r in spec.runs()}
-    lost = old_ids - new_ids
-    if lost:
-        raise UserError(f"{out}: --extend only adds runs, but {len(lost)} finished run(s) are not in the new "
-                        f"spec (changed keys?):\n{spec_diff(old, new)}")
-    return "extend"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Lock:
-    """``RESULTS_DIR/.lock``: one writer per results dir. A dead holder on this host is broken."""
-
-    def __init__(self, out: Path):
-        self.path = out / LOCK
-        self.held = False
-
-    def acquire(self) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.path.read_text() or "{}")
-                except (OSError, json.JSONDecodeError):
-                    holder = {}
-                if holder.get("host") == me["host"] and holder.get("pid") and not _pid_alive(int(holder["pid"])):
-                    print(f"gsweep: breaking stale lock of dead process {holder['pid']} on {holder['host']}",
-                          file=sys.stderr)
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise UserError(f"{self.path.parent}: another sweep is writing here (pid {holder.get('pid')} on "
-                                f"host {holder.get('host')}, since {holder.get('since')}); wait for it or stop it") from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return
-        raise UserError(f"{self.path}: could not take the lock")
-
-    def release(self) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-            self.held = False
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".probe-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"{out}: results dir is not writable ({e.strerror})") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# progress
-
-
-class Progress:
-    """One line on stderr: group, steps, ETA and model-steps/s (redrawn in place on a terminal)."""
-
-    def __init__(self, total_model_steps: int, enabled: bool = True):
-        self.total = max(1, total_model_steps)
-        self.done = 0
-        self.t0 = time.perf_counter()
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-        self.rate_done = 0
-        self.rate_t0: float | None = None
-
-    def update(self, label: str, step: int, steps: int, model_steps: int, final: bool = False) -> None:
-        self.done += model_steps
-        now = time.perf_counter()
-        if self.rate_t0 is None:  # the first chunk includes compilation: rate from the second on
-            self.rate_t0 = now
-        else:
-            self.rate_done += model_steps
-        if not self.enabled or (not final and not self.tty and now - self.last < 2.0):
-            return
-        self.last = now
-        rate = self.rate_done / max(now - self.rate_t0, 1e-9) if self.rate_done else 0.0
-        frac = self.done / self.total
-        eta = (self.total - self.done) / rate if rate else float("nan")
-        bar = "█" * int(24 * frac) + "░" * (24 - int(24 * frac))
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if np.isfinite(eta) else "--:--:--"
-        line = (f"{label} step {step}/{steps} {bar} {100 * frac:5.1f}%  ETA {eta_s}  "
-                f"{rate:,.0f} model-steps/s")
-        print(("\r" + line + " " * 4) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr,
-              flush=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
-
-
-# ----------------------------------------------------------------------------------------------
-# tables
-
-
-def unit_record_path(out: Path, unit_id: str) -> Path:
-    return out / UNITS / f"{unit_id}.json"
-
-
-def finished_runs(out: Path) -> dict[str, dict]:
-    """run_id -> {status, steps_done, diverged_step} of every run in a finished unit."""
-    res: dict[str, dict] = {}
-    d = out / UNITS
-    if d.exists():
-        for f in sorted(d.glob("*.json")):
-            rec = store.read_json(f)
-            for rid, info in rec["runs"].items():
-                res[rid] = info
-    return res
-
-
-def curve_rows(unit: Unit, steps: np.ndarray, host: dict, split_names: Sequence[str],
-               diverged_at: np.ndarray) -> pd.DataFrame:
-    """Long-format rows for the unit's real runs (padding dropped), cut at each run's divergence."""
-    n, E, S = len(unit.runs), len(steps), len(split_names)
-    if E == 0:
-        return pd.DataFrame()
-    rid = np.array([r.run_id for r in unit.runs], dtype=object)
-    shape = (E, n, S)
-    df = pd.DataFrame({
-        "run_id": np.broadcast_to(rid[None, :, None], shape).ravel(),
-        "step": np.broadcast_to(steps[:, None, None], shape).ravel().astype(np.int64),
-        "split": np.broadcast_to(np.array(split_names, dtype=object)[None, None, :], shape).ravel(),
-        "loss": host["loss"][:, :n].astype(np.float64).ravel(),
-        "acc": host["acc"][:, :n].astype(np.float64).ravel(),
-    })
-    for k in ("weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity"):
-        df[k] = np.broadcast_to(host[k][:, :n, None], shape).ravel().astype(np.float64)
-    div = np.broadcast_to(diverged_at[None, :n, None], shape).ravel()
-    keep = (div < 0) | (df["step"].to_numpy() < div)
-    return df[keep].reset_index(drop=True)
-
-
-def build_tables(out: Path, runs: Sequence[Run], spec: SweepSpec,
-                 progress_of: dict[str, dict] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """runs.parquet and curves.parquet from the part files and unit records."""
-    ids = {r.run_id for r in runs}
-    parts = sorted((out / PARTS).glob("*.parquet")) if (out / PARTS).exists() else []
-    frames = [pd.read_parquet(p) for p in parts]
-    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["run_id", "step", "split", "loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc",
-                 "fourier_sparsity"])
-    curves = store.sort_curves(curves[curves["run_id"].isin(ids)])
-    fin = finished_runs(out)
-    rows = []
-    for r in runs:
-        info = fin.get(r.run_id) or (progress_of or {}).get(r.run_id) or {"status": "pending", "steps_done": 0,
-                                                                            "diverged_step": None}
-        settings = {k: v for k, v in r.settings.items() if k not in ENGINE_ONLY}
-        rows.append({"run_id": r.run_id, "group_id": r.group_id, **settings, "status": info["status"],
-                     "steps_done": int(info["steps_done"]), "diverged_step": info.get("diverged_step")})
-    table = pd.DataFrame(rows)
-    table["diverged_step"] = pd.array(table["diverged_step"].tolist(), dtype="Int64")
-    a = spec.analysis
-    labels = compute_labels(curves, table, a["threshold"], a["gap"], a["gap_mode"])
-    table = pd.concat([table, labels], axis=1)
-    return store.sort_runs(table), curves
-
-
-def write_tables(out: Path, runs: Sequence[Run], spec: SweepSpec, progress_of=None) -> pd.DataFrame:
-    table, curves = build_tables(out, runs, spec, progress_of)
-    store.write_parquet(out / store.CURVES, curves)
-    store.write_parquet(out / store.RUNS, table)
-    return table
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,10 +97,16 @@ class SweepResult:
 
 
 class _Signals:
-    """SIGINT/SIGTERM: finish the chunk in flight, checkpoint, write the tables, exit non-zero."""
+    """SIGINT/SIGTERM: finish the chunk in flight, checkpoint, write the tables, exit 130.
+
+    A second signal stops at once, cleanly: the handler never raises into JAX (an exception thrown
+    while XLA compiles or runs aborts the process); it calls ``on_hard`` (meta.json -> interrupted,
+    the lock released) and leaves with status 130. The last checkpoint and the finished units stay,
+    so the same command resumes."""
 
     def __init__(self):
         self.caught: int | None = None
+        self.on_hard = None
         self._old = {}
 
     def __enter__(self):
@@ -400,11 +118,17 @@ class _Signals:
         return self
 
     def _handle(self, signum, frame):
-        if self.caught is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
+        if self.caught is not None:  # a second signal: stop now, cleanly
+            print(f"\ngsweep: second {signal.Signals(signum).name}: stopping now; the last checkpoint is kept",
+                  file=sys.stderr, flush=True)
+            try:
+                if self.on_hard is not None:
+                    self.on_hard()
+            finally:
+                os._exit(130)
         self.caught = signum
         print(f"\ngsweep: {signal.Signals(signum).name} received: finishing the chunk in flight, then "
-              "checkpointing", file=sys.stderr)
+              "checkpointing (a second signal stops at once)", file=sys.stderr)
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -412,7 +136,8 @@ class _Signals:
 
 
 def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool = False, shard: Shard | None = None,
-              progress: bool = True, command: str = "", n_devices: int | None = None) -> SweepResult:
+              progress: bool = True, command: str = "", n_devices: int | None = None,
+              rollback: bool = False) -> SweepResult:
     """Train every run of ``spec`` (or of its shard) into ``out``; resumes what is there.
 
     ``n_devices`` limits the mesh to the first N devices (tests compare 1 device with several).
@@ -424,21 +149,29 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
 
     is_main = jax.process_index() == 0
     mode = check_existing(out, spec, fresh, extend, shard)  # raises before anything is written
+    runs_all = spec.runs()
+    mine = shard_runs(runs_all, shard)
+    if not mine:
+        raise UserError(f"shard {shard.index}/{shard.count} holds none of the {len(runs_all)} runs of this sweep; "
+                        f"use at most {len(runs_all)} shards")
+    old_meta = store.read_meta(out) if mode != "new" else {}
+    verify_parts(out)  # a damaged unit record or part file is refused here, before anything changes
     check_writable(out)
     lock = Lock(out)
     if is_main:
         lock.acquire()
     try:
+        if is_main:
+            clear_stale_temps(out)
         if mode == "new" and fresh and (out / store.SPEC).exists() and is_main:
-            for p in list(out.iterdir()):
-                if p.name != LOCK:
-                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            kept = clear_for_fresh(out)
+            if kept:
+                print(f"gsweep: --fresh kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} gsweep did not "
+                      f"write: {', '.join(kept[:5])}{' ...' if len(kept) > 5 else ''}", file=sys.stderr)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("gsweep:fresh")
         enable_compilation_cache()
-        runs_all = spec.runs()
-        mine = shard_runs(runs_all, shard)
         fin = finished_runs(out)
         todo = [r for r in mine if r.run_id not in fin]
         mesh = make_mesh(jax.devices()[:n_devices] if n_devices else None)
@@ -451,16 +184,15 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             "swept_keys": spec.swept_keys, "n_runs": len(mine), "shard": dataclasses.asdict(shard) if shard else None,
             "mode": mode, "groups": {},
         }
-        old_meta = store.read_json(out / store.META) if (out / store.META).exists() and mode != "new" else {}
-        meta["history"] = old_meta.get("history", []) + [{"started": meta["started"], "mode": mode}]
         started = []
 
         def on_start():
             """Write spec and meta once the first unit has restored (or started) cleanly: a corrupt or
             foreign checkpoint is refused before anything in the results dir changes."""
             if is_main and not started:
+                store.write_marker(out)
                 store.write_text(out / store.SPEC, spec.to_yaml())
-                store.write_json(out / store.META, meta)
+                store.write_json(out / store.META, merged_meta(old_meta, meta))
             started.append(True)
 
         if not todo:
@@ -472,7 +204,16 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         prog_bar = (progress if callable(progress) else Progress)(total, enabled=bool(progress) and is_main)
         in_progress: dict[str, dict] = {}
         status = "done"
+
+        def on_hard():
+            """A second signal: meta.json says interrupted, the lock goes; tables rebuild on resume."""
+            if is_main and started:
+                store.write_json(out / store.META, merged_meta(old_meta, {**meta, "status": "interrupted",
+                                                                          "finished": _now()}))
+            lock.release()
+
         with _Signals() as sig:
+            sig.on_hard = on_hard
             for gi, (gid, grp) in enumerate(groups.items()):
                 if not pending_groups[gid]:
                     continue
@@ -491,7 +232,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                                      finished_runs(out)], prog.R):
                             label = f"[{gi + 1}/{len(groups)} {gid} runs {len(unit.runs)}]"
                             st = _train_unit(out, unit, prog, checkpoint, to_host, prog_bar, label, sig,
-                                             in_progress, is_main, on_start)
+                                             in_progress, is_main, on_start, rollback)
                             if "compile_s" not in meta["groups"][gid]:
                                 meta["groups"][gid]["compile_s"] = round(time.perf_counter() - t_compile, 2)
                             if st == "interrupted":
@@ -514,9 +255,12 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         prog_bar.close()
         table = None
         if is_main:
+            on_start()
+            if status == "done":
+                remove_stale_units(out)
             table = write_tables(out, mine, spec, in_progress)
             meta.update(status=status, finished=_now())
-            store.write_json(out / store.META, meta)
+            store.write_json(out / store.META, merged_meta(old_meta, meta))
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
             multihost_utils.sync_global_devices("gsweep:end")
@@ -548,7 +292,7 @@ def _test_hook(event: str, chunk: int) -> None:
 
 
 def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label: str, sig: _Signals,
-                in_progress: dict, is_main: bool, on_start=lambda: None) -> str:
+                in_progress: dict, is_main: bool, on_start=lambda: None, rollback: bool = False) -> str:
     oom_above = os.environ.get("GSWEEP_TEST_OOM_ABOVE")  # test-only: pretend R runs do not fit
     if oom_above and prog.R > int(oom_above):
         raise DeviceOOM(f"RESOURCE_EXHAUSTED: test hook: {prog.R} runs per chunk > {oom_above}")
@@ -558,8 +302,9 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
     states = prog.init_states(u)
     start = 0
     record = {"unit_id": unit.unit_id, "group_id": unit.group_id, "run_ids": [r.run_id for r in unit.runs]}
+    checkpoint.discard_uncommitted(ckpt_dir)
     if checkpoint.latest_step(ckpt_dir) is not None:
-        states, _, start = checkpoint.restore(ckpt_dir, states, record)
+        states, _, start = checkpoint.restore(ckpt_dir, states, record, rollback=rollback)
         print(f"gsweep: {label} resuming at step {min(start * prog.K, prog.steps)} from {ckpt_dir}",
               file=sys.stderr)
         bar.done += min(start * prog.K, prog.steps) * len(unit.runs)
@@ -567,14 +312,14 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
     if is_main:  # rows written after the checkpoint are recomputed
         for p in (out / PARTS).glob(f"{unit.unit_id}-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= start:
-                p.unlink()
+                remove_part(p)
     diverged = np.full(len(unit.runs), -1)
     for c in range(start, prog.n_chunks):
         states, host, steps = prog.train_chunk(states, c, u)
         diverged = to_host(states.diverged_at)[: len(unit.runs)]
         if is_main:
             rows = curve_rows(unit, steps, host, prog.split_names, diverged)
-            store.write_parquet(out / PARTS / f"{unit.unit_id}-{c:05d}.parquet", rows)
+            write_part(part_path(out, unit.unit_id, c), rows)
             _test_hook("after_part", c + 1)
         done_steps = min((c + 1) * prog.K, prog.steps)
         last = c == prog.n_chunks - 1
@@ -583,7 +328,7 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         bar.update(label, done_steps, prog.steps, (done_steps - min(c * prog.K, prog.steps)) * len(unit.runs),
                    final=last)
         for r, d in zip(unit.runs, diverged, strict=True):
-            in_progress[r.run_id] = _run_info(int(d), done_steps, finished=False)
+            in_progress[r.run_id] = {**_run_info(int(d), done_steps, finished=False), "unit_id": unit.unit_id}
         if sig.caught and not last:
             return "interrupted"
     if is_main:
@@ -597,6 +342,21 @@ def _run_info(diverged_at: int, steps_done: int, finished: bool) -> dict:
     if diverged_at >= 0:
         return {"status": "diverged", "steps_done": max(0, diverged_at - 1), "diverged_step": diverged_at}
     return {"status": "done" if finished else "running", "steps_done": steps_done, "diverged_step": None}
+
+
+def remove_stale_units(out: Path) -> None:
+    """Once every run is finished: part files and checkpoints of units that never finished (superseded
+    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them."""
+    done = {f.stem for f in (out / UNITS).glob("*.json")} if (out / UNITS).exists() else set()
+    if (out / PARTS).exists():
+        for p in (out / PARTS).glob("*.parquet"):
+            if p.stem.rsplit("-", 1)[0] not in done:
+                remove_part(p)
+    if (out / CKPT).exists():
+        for d in (out / CKPT).iterdir():
+            uid = d.name.split(".", 1)[0]
+            if uid not in done and d.name.startswith("u"):
+                shutil.rmtree(d) if d.is_dir() else d.unlink(missing_ok=True)
 
 
 def init_distributed(args) -> None:
@@ -615,18 +375,21 @@ def init_distributed(args) -> None:
 
 
 def run_command(args) -> int:
-    spec = load_spec(args.sweep, args.set)  # every spec error before anything else
+    spec = load_spec(args.sweep, args.set, allow_large=getattr(args, "allow_large", False))  # every spec error first
     if args.fresh and args.extend:
         raise UserError("--fresh and --extend contradict each other; pick one")
+    if args.fresh and getattr(args, "rollback", False):
+        raise UserError("--fresh and --rollback contradict each other; pick one")
     shard = parse_shard(args.shard)
     if shard and (args.coordinator or args.distributed):
         raise UserError("--shard and jax.distributed are two ways to split a sweep; use one")
     out = Path(args.out) if args.out else Path("results") / spec.name
+    check_out_path(out)
     init_distributed(args)
     cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
     try:
         res = run_sweep(spec, out, fresh=args.fresh, extend=args.extend, shard=shard, progress=not args.quiet,
-                        command=cmd)
+                        command=cmd, rollback=getattr(args, "rollback", False))
     except Interrupted as e:
         print(f"gsweep: {e}", file=sys.stderr)
         return 130

@@ -1,0 +1,236 @@
+"""The results dir as a place: is it ours, does its spec match, its lock, what ``--fresh`` may
+delete, and meta.json's history (no JAX)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+from gsweep import store
+from gsweep.errors import UserError
+from gsweep.spec import SpecError, SweepSpec, from_dict
+from gsweep.train.units import Shard
+
+PARTS, UNITS, CKPT, LOCK = "parts", "units", "checkpoints", ".lock"
+
+
+def spec_diff(old: dict, new: dict, prefix: str = "") -> str:
+    """One line per differing leaf: ``  train.lr: 0.001 -> 0.01``."""
+    lines = []
+    for k in sorted(set(old) | set(new), key=str):
+        key = f"{prefix}{k}"
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = spec_diff(a, b, key + ".")
+            if sub:
+                lines.append(sub)
+        elif a != b:
+            lines.append(f"  {key}: {a} -> {b}")
+    return "\n".join(lines)
+
+
+# What gsweep writes in a results dir: the only names `--fresh` may delete.
+KNOWN_FILES = frozenset({store.SPEC, store.META, store.RUNS, store.CURVES, store.MARKER, LOCK})
+KNOWN_DIRS = frozenset({CKPT, PARTS, UNITS, "plots", "replays"})
+# store's atomic temporaries (.<name>.<random>.tmp) and check_writable's probe
+_TEMP = re.compile(r"^\.(spec\.yaml|meta\.json|runs\.parquet|curves\.parquet|\.gsweep|gsweep)\.[^/]*\.tmp$"
+                   r"|^\.probe-\d+$")
+
+
+def is_gsweep_name(p: Path) -> bool:
+    if p.is_symlink():
+        return False
+    if p.name in KNOWN_DIRS:
+        return p.is_dir()
+    return (p.name in KNOWN_FILES or bool(_TEMP.match(p.name))) and p.is_file()
+
+
+def proven_results_dir(out: Path) -> bool:
+    """gsweep can prove it made ``out``: its marker, or a meta.json carrying gsweep's signature."""
+    if (out / store.MARKER).is_file():
+        try:
+            return store.read_json(out / store.MARKER).get("format", "").startswith("gsweep-results/")
+        except (UserError, AttributeError, OSError):
+            return False
+    try:
+        meta = store.read_meta(out)
+    except (UserError, OSError):
+        return False
+    return isinstance(meta.get("versions"), dict) and "gsweep" in meta["versions"] and "status" in meta
+
+
+def check_out_path(out: Path, what: str = "--out") -> None:
+    """A results dir path that can be a folder: no NUL, not a file, components within the length limit."""
+    text = str(out)
+    if "\x00" in text:
+        raise UserError(f"{what} {text!r}: a path cannot hold a NUL character")
+    for part in Path(text).parts:
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise UserError(f"{what}: the path component {part[:40]!r}... is longer than 255 bytes")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{what} {out}: is a file, not a folder; name a results dir")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"{what} {out}: {parent} is a file, not a folder")
+
+
+def check_existing(out: Path, spec: SweepSpec, fresh: bool, extend: bool, shard: Shard | None) -> str:
+    """'new', 'resume' or 'extend' for this results dir; an error when the spec changed.
+
+    Reads only: nothing in ``out`` changes here."""
+    check_out_path(out)
+    if not (out / store.SPEC).exists():
+        if out.exists():
+            foreign = [p.name for p in out.iterdir() if not (p.name == LOCK or p.name == store.MARKER
+                                                            or (_TEMP.match(p.name) and p.is_file()))]
+            if foreign:
+                raise UserError(f"{out}: exists and is not a gsweep results dir (it holds {foreign[0]!r}"
+                                f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); choose another --out")
+        return "new"
+    if fresh:
+        if not proven_results_dir(out):
+            raise UserError(f"{out}: --fresh deletes only a results dir gsweep can prove it wrote (its .gsweep marker "
+                            "or meta.json); this one it cannot: delete it yourself or choose another --out")
+        return "new"
+    old = store.read_spec_yaml(out)
+    new = spec.to_dict()
+    meta = store.read_meta(out)
+    old_shard = meta.get("shard")
+    new_shard = dataclasses.asdict(shard) if shard else None
+    if old_shard != new_shard:
+        raise UserError(f"{out}: holds shard {old_shard} but this run is shard {new_shard}; use another --out")
+    if old == new:
+        return "resume"
+    if not extend:
+        raise UserError(f"{out}: the spec differs from the one this results dir was made with:\n"
+                        f"{spec_diff(old, new)}\nuse --extend (if it only adds runs), --fresh to start over, "
+                        "or another --out")
+    try:
+        old_ids = {r.run_id for r in from_dict(old, str(out / store.SPEC)).runs()}
+    except SpecError as e:
+        raise UserError(f"{out / store.SPEC}: damaged ({str(e).split(': ', 1)[-1]}); --fresh starts over") from None
+    new_ids = {r.run_id for r in spec.runs()}
+    lost = old_ids - new_ids
+    if lost:
+        raise UserError(f"{out}: --extend only adds runs, but {len(lost)} finished run(s) are not in the new "
+                        f"spec (changed keys?):\n{spec_diff(old, new)}")
+    return "extend"
+
+
+def clear_for_fresh(out: Path) -> list[str]:
+    """Delete what gsweep wrote in ``out`` (its known names only); the names it kept, for a message."""
+    kept = []
+    for p in sorted(out.iterdir()):
+        if p.name == LOCK:
+            continue
+        if is_gsweep_name(p):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+        else:
+            kept.append(p.name)
+    return kept
+
+
+def clear_stale_temps(out: Path) -> None:
+    """Temporaries of a write that a kill interrupted (never any other file)."""
+    if out.is_dir():
+        for p in out.iterdir():
+            if _TEMP.match(p.name) and p.is_file() and not p.name.startswith(".probe-"):
+                p.unlink(missing_ok=True)
+
+
+def merged_meta(old: dict, new: dict) -> dict:
+    """meta.json of this session on top of the earlier ones: the first start time, every group's record
+    and the history of every session (start, end, mode, command, host, status) are kept."""
+    if not old:
+        out = dict(new)
+        out["history"] = [_session(new)]
+        return out
+    out = {**old, **{k: v for k, v in new.items() if k not in ("started", "groups", "history")}}
+    out["started"] = old.get("started") or new["started"]
+    out["groups"] = {**(old.get("groups") or {}), **(new.get("groups") or {})}
+    hist = [h for h in (old.get("history") or []) if isinstance(h, dict)]
+    out["history"] = hist + [_session(new)]
+    return out
+
+
+def _session(meta: dict) -> dict:
+    return {k: meta.get(k) for k in ("started", "finished", "mode", "command", "host", "pid", "status", "n_runs")}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Lock:
+    """``RESULTS_DIR/.lock``: one writer per results dir. A dead holder on this host is broken."""
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.path.read_bytes().decode("utf-8") or "{}")
+                except (OSError, ValueError):
+                    holder = None
+                if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+                    try:
+                        age = time.time() - self.path.stat().st_mtime
+                    except OSError:
+                        continue
+                    if age > 5.0:  # an empty or garbage lock no live writer is still filling in
+                        print(f"gsweep: breaking unreadable lock {self.path}", file=sys.stderr)
+                        self.path.unlink(missing_ok=True)
+                        continue
+                    holder = {}
+                if holder.get("host") == me["host"] and holder.get("pid") and not _pid_alive(int(holder["pid"])):
+                    print(f"gsweep: breaking stale lock of dead process {holder['pid']} on {holder['host']}",
+                          file=sys.stderr)
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise UserError(f"{self.path.parent}: another sweep is writing here (pid {holder.get('pid')} on "
+                                f"host {holder.get('host')}, since {holder.get('since')}); wait for it or stop it") from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise UserError(f"{self.path}: could not take the lock")
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{out}: results dir is not writable ({e.strerror})") from None
+

@@ -1,0 +1,569 @@
+"""Issue 13: nothing lost, nothing injected. One fixture per class of the adversarial probe; each
+asserts the one-line message, the exit status, and that nothing in the results dir changed unless
+changing it is the command's job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from gsweep import filters
+from gsweep.cli import main
+from gsweep.errors import UserError
+from gsweep.spec import SpecError, from_dict
+from tests.conftest import ROOT, gsweep_cmd, tiny_spec_dict
+from tests.synthetic_results import write_synthetic
+
+
+def tree(d: Path) -> dict:
+    d = Path(d)
+    if not d.exists():
+        return {}
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(d.rglob("*"))}
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def assert_error(rc: int, err: str, *needles: str) -> None:
+    assert rc == 2, (rc, err)
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("gsweep: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def write_spec(path: Path, d: dict) -> Path:
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+TINY = tiny_spec_dict(name="safe", train={"steps": 40, "eval_every": 20, "chunk_steps": 20, "early_evals": 0})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny sweep (2 runs), trained in-process; tests work on copies."""
+    from gsweep.spec import from_dict as fd
+    from gsweep.train.sweep import run_sweep
+    tmp = tmp_path_factory.mktemp("trained")
+    d = {**TINY, "seeds": 2}
+    run_sweep(fd(d), tmp / "r", progress=False)
+    return tmp / "r", d
+
+
+@pytest.fixture
+def copy_of(trained, tmp_path):
+    def make(name="r"):
+        dst = tmp_path / name
+        shutil.copytree(trained[0], dst)
+        return dst
+    return make
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("syn") / "syn", seeds=2)
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. user strings are never evaluated as code
+
+
+ATTACKS = [
+    "__import__('os').system('touch PWNED')",
+    "seed.__class__.__init__.__globals__",
+    "@pd.io.common.os.system('touch PWNED')",
+    "`seed`.__class__ == 1",
+    "seed == seed.__class__(1)",
+    "(lambda: 1)()",
+    "seed in [print(1)]",
+    "phase[0] == 'g'",
+    "seed + 1 > 2",
+    "run_id.str.len() > 3",
+]
+
+
+@pytest.mark.parametrize("expr", ATTACKS)
+def test_filter_refuses_code(expr):
+    import numpy as np
+    df = pd.DataFrame({"seed": [0, 1], "phase": ["grokking", None], "run_id": ["a", "b"],
+                       "train.weight_decay": np.array([0.0, 1.0])})
+    with pytest.raises(UserError) as e:
+        filters.mask(df, expr, "--where")
+    assert "\n" not in str(e.value) and str(e.value).startswith("--where")
+
+
+def test_filter_semantics():
+    df = pd.DataFrame({"seed": [0, 1, 2], "phase": ["grokking", None, "memorization"],
+                       "train.weight_decay": [0.0, 1.0, 1.0], "ok": [True, False, True]})
+    m = lambda e: list(filters.mask(df, e))  # noqa: E731
+    assert m("train.weight_decay == 1.0") == [False, True, True]
+    assert m("`train.weight_decay` > 0 and seed < 2") == [False, True, False]
+    assert m("phase in ['grokking', None]") == [True, True, False]
+    assert m("phase not in ['grokking']") == [False, True, True]
+    assert m("not (seed == 1) or phase == None") == [True, True, True]
+    assert m("0 < seed <= 2 and ok") == [False, False, True]
+    assert m("(seed == 0) | (seed == 2)") == [True, False, True]
+    assert m("seed >= -1 and ~ok") == [False, True, False]
+    assert filters.columns(filters.parse("a.b == 1 and `c d` in [1]")) == {"a.b", "c d"}
+
+
+def test_plot_where_attack_is_refused_and_runs_nothing(capsys, synthetic, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = tree(synthetic)
+    rc, _, err = cli(capsys, "plot", "curves", synthetic, "--where",
+                     "train.weight_decay.__class__.__init__.__globals__['os'].system('touch PWNED') == 0")
+    assert_error(rc, err, "--where")
+    assert not (tmp_path / "PWNED").exists() and tree(synthetic) == before
+    rc, _, err = cli(capsys, "plot", "curves", synthetic, "--where", "nosuchcol == 1")
+    assert_error(rc, err, "unknown column 'nosuchcol'")
+
+
+@pytest.mark.parametrize("where,needle", [
+    ("__import__('os').system('touch PWNED')", "Call is not allowed"),
+    ("train.lr.__class__ == 1", "unknown column"),
+    ("nosuch > 1", "unknown column 'nosuch'"),
+    ("seed ==", "not a valid filter"),
+])
+def test_snapshot_where_validated_before_anything_trains(capsys, tmp_path, where, needle):
+    f = write_spec(tmp_path / "s.yaml", {**TINY, "analysis": {"snapshot_where": where}})
+    rc, _, err = cli(capsys, "validate", f)
+    assert_error(rc, err, "analysis.snapshot_where", needle, "s.yaml")
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out")
+    assert_error(rc, err, "analysis.snapshot_where")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "PWNED").exists()
+
+
+def test_snapshot_where_valid_filter_passes():
+    spec = from_dict({**TINY, "analysis": {"snapshot_where": "phase == 'grokking' and train.weight_decay > 0.5 "
+                                                             "and final_test_acc > 0.9 and t_hop2 > 0"}})
+    assert spec.analysis["snapshot_where"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. gsweep deletes only what it wrote, in a dir it can prove is a results dir
+
+
+@pytest.mark.parametrize("name,needle", [(".", "'.'"), ("..", "'..'"), ("a/b", "'/'"), ("a\\b", "'\\\\'"),
+                                         ("x\x00y", "'\\x00'"), ("n" * 300, "at most 200 bytes"),
+                                         (" padded", "space")])
+def test_name_is_one_plain_path_component(capsys, tmp_path, name, needle):
+    f = write_spec(tmp_path / "s.yaml", {**TINY, "name": name})
+    rc, _, err = cli(capsys, "validate", f)
+    assert_error(rc, err, "name", needle)
+
+
+def test_fresh_refuses_a_dir_gsweep_cannot_prove_it_wrote(capsys, tmp_path):
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "spec.yaml").write_text("name: not-gsweep\n")
+    (d / "thesis.tex").write_text("precious")
+    before = tree(d)
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--fresh")
+    assert_error(rc, err, "--fresh deletes only", str(d))
+    assert tree(d) == before
+
+
+def test_out_at_a_results_root_is_refused(capsys, tmp_path, copy_of):
+    root = tmp_path / "results"
+    root.mkdir()
+    copy_of("results/one")
+    before = tree(root)
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    for extra in ([], ["--fresh"]):
+        rc, _, err = cli(capsys, "run", f, "--out", root, *extra)
+        assert_error(rc, err, "not a gsweep results dir")
+    assert tree(root) == before
+
+
+def test_fresh_deletes_only_gsweep_files(capsys, tmp_path, copy_of):
+    from gsweep.train.resultsdir import clear_for_fresh, proven_results_dir
+    d = copy_of()
+    (d / "notes.txt").write_text("keep me")
+    (d / "analysis").mkdir()
+    (d / "analysis" / "fig.png").write_bytes(b"png")
+    assert proven_results_dir(d)
+    kept = clear_for_fresh(d)
+    assert sorted(kept) == ["analysis", "notes.txt"]
+    assert sorted(p.name for p in d.iterdir()) == ["analysis", "notes.txt"]
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. damaged checkpoints and part files are refused, naming the file
+
+
+def _flip(path: Path, at: float = 0.5) -> None:
+    b = bytearray(path.read_bytes())
+    b[int(len(b) * at)] ^= 0x01
+    path.write_bytes(bytes(b))
+
+
+def _largest_file(d: Path) -> Path:
+    return max((p for p in d.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_flipped_bit_in_checkpoint_is_refused_then_rollback_gives_same_numbers(capsys, trained, copy_of):
+    d = copy_of()
+    ref = pd.read_parquet(d / "curves.parquet")
+    f = write_spec(d.parent / "s.yaml", trained[1])
+    # an interrupted unit: its record gone, so the resume restores from the latest checkpoint
+    for u in (d / "units").glob("*.json"):
+        u.unlink()
+    ck = next(p for p in (d / "checkpoints").iterdir() if p.is_dir())
+    steps = sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit())
+    assert len(steps) == 2, steps  # the previous step is kept for a rollback
+    bad = _largest_file(ck / str(steps[-1]))
+    _flip(bad)
+    before = tree(d)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+    assert_error(rc, err, "damaged checkpoint", str(bad), "--rollback", "--fresh")
+    assert tree(d) == before
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet", "--rollback")
+    assert rc == 0, err
+    assert "rolling back" in err
+    pd.testing.assert_frame_equal(ref, pd.read_parquet(d / "curves.parquet"), check_exact=True)
+
+
+def test_flipped_bit_in_part_file_is_refused(capsys, trained, copy_of):
+    d = copy_of()
+    f = write_spec(d.parent / "s.yaml", trained[1])
+    part = sorted((d / "parts").glob("*.parquet"))[0]
+    _flip(part, 0.6)
+    before = tree(d)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+    assert_error(rc, err, "damaged part file", str(part))
+    assert tree(d) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. tables are a pure function of the finished runs
+
+
+def test_extend_of_an_interrupted_dir_has_no_duplicates_and_equals_a_fresh_run(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    # interrupted: the unit's record gone, its part files and checkpoints left behind
+    for u in (d / "units").glob("*.json"):
+        u.unlink()
+    stale = {p.name for p in (d / "parts").iterdir()}
+    ext = {**trained[1], "seeds": 3, "train": {**trained[1]["train"], "runs_per_chunk": 1}}
+    f = write_spec(tmp_path / "ext.yaml", ext)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--extend", "--quiet")
+    assert rc == 0, err
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "fresh", "--quiet")
+    assert rc == 0, err
+    key = ["run_id", "step", "split"]
+    a = pd.read_parquet(d / "curves.parquet")
+    b = pd.read_parquet(tmp_path / "fresh" / "curves.parquet")
+    assert not a.duplicated(key).any() and len(a) == len(b)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    ra, rb = pd.read_parquet(d / "runs.parquet"), pd.read_parquet(tmp_path / "fresh" / "runs.parquet")
+    pd.testing.assert_frame_equal(ra, rb, check_exact=True)
+    assert not stale & {p.name for p in (d / "parts").iterdir()}  # the superseded unit's files are gone
+    units = {p.stem for p in (d / "units").glob("*.json")}
+    assert {p.name.split(".")[0] for p in (d / "checkpoints").iterdir()} <= units
+
+
+def test_tables_ignore_parts_of_units_that_did_not_finish(trained, copy_of):
+    from gsweep.spec import from_dict as fd
+    from gsweep.train.tables import build_tables
+    d = copy_of()
+    spec = fd(trained[1])
+    _, ref = build_tables(d, spec.runs(), spec)
+    for p in (d / "parts").glob("*.parquet"):  # a superseded unit's copy of the same rows
+        shutil.copy(p, p.with_name("uffffffffffff-" + p.name.rsplit("-", 1)[1]))
+    _, again = build_tables(d, spec.runs(), spec)
+    pd.testing.assert_frame_equal(ref, again, check_exact=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. sizes are bounded before anything is materialised
+
+
+@pytest.mark.parametrize("over,needle", [
+    ({"train": {"lr": {"logspace": [-5, -1, 300]}, "weight_decay": {"linspace": [0, 1, 300]},
+                "b1": {"linspace": [0, 0.9, 300]}}}, "27,000,000 runs"),
+    ({"seeds": 10**9}, "seeds: at most"),
+    ({"train": {"lr": {"logspace": [-5, -1, 100_000_000]}}}, "logspace of 100,000,000 points"),
+    ({"train": {"lr": [{"range": [0, 10**12]}]}}, "range of"),
+    ({"train": {"steps": 10**12}}, "train.steps: at most"),
+    ({"train": {"steps": "1e12"}}, "train.steps: at most"),
+    ({"train": {"steps": 10**8, "eval_every": 1}}, "evaluations per run"),
+    ({"task": {"p": 1000003}}, "task.p"),
+    ({"model": {"d_model": 2**20, "heads": 1}}, "parameters per run"),
+    ({"train": {"lr": {"logspace": [-5, -1, 400]}, "weight_decay": {"linspace": [0, 1, 400]}}}, "--allow-large"),
+])
+def test_sizes_are_bounded_in_validation(capsys, tmp_path, over, needle):
+    d = tiny_spec_dict(name="big", **over)
+    f = write_spec(tmp_path / "s.yaml", d)
+    t0 = time.perf_counter()
+    rc, _, err = cli(capsys, "validate", f)
+    assert_error(rc, err, needle)
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out")
+    assert_error(rc, err, needle)
+    assert not (tmp_path / "out").exists()
+    assert time.perf_counter() - t0 < 30
+
+
+def test_validate_states_the_grid_size(capsys, tmp_path):
+    f = write_spec(tmp_path / "s.yaml", tiny_spec_dict(seeds=3, train={"lr": [0.001, 0.01]}))
+    rc, out, _ = cli(capsys, "validate", f)
+    assert rc == 0 and "6 runs" in out
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. files and paths
+
+
+def test_spec_files_that_are_not_utf8_text(capsys, tmp_path):
+    cases = {
+        "latin1.yaml": (yaml.safe_dump(TINY).replace("safe", "s\xe9").encode("latin-1"), "not UTF-8"),
+        "utf16.yaml": (yaml.safe_dump(TINY).encode("utf-16"), "UTF-8"),
+    }
+    for name, (data, needle) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        rc, _, err = cli(capsys, "validate", tmp_path / name)
+        assert_error(rc, err, name, needle)
+    rc, _, err = cli(capsys, "validate", tmp_path)
+    assert_error(rc, err, "is a directory")
+
+
+def test_out_paths_that_cannot_be_results_dirs(capsys, tmp_path):
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    (tmp_path / "afile").write_text("x")
+    before = tree(tmp_path)
+    for out, needle in ((tmp_path / "afile", "is a file"), ("/dev/null", "is a file"),
+                        (tmp_path / "afile" / "sub", "is a file"), (tmp_path / ("n" * 300), "longer than 255")):
+        rc, _, err = cli(capsys, "run", f, "--out", out)
+        assert_error(rc, err, needle)
+    assert tree(tmp_path) == before
+
+
+def test_merge_out_a_file_and_unsharded_dirs(capsys, tmp_path, synthetic):
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli(capsys, "merge", synthetic, "--out", tmp_path / "afile")
+    assert_error(rc, err, "is a file")
+    rc, _, err = cli(capsys, "merge", synthetic, "--out", tmp_path / "m")
+    assert_error(rc, err, "is not a shard")
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"SLURM_ARRAY_TASK_ID": "abc", "SLURM_ARRAY_TASK_COUNT": "4"}, "SLURM_ARRAY_TASK_ID='abc'"),
+    ({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_COUNT": "4"}, "outside the array"),
+    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "x4"}, "SLURM_ARRAY_TASK_COUNT"),
+])
+def test_bad_slurm_ids(capsys, tmp_path, monkeypatch, env, needle):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out")
+    assert_error(rc, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_with_no_runs_is_refused_before_writing(capsys, tmp_path):
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out", "--shard", "7/8")
+    assert_error(rc, err, "shard 7/8 holds none")
+    assert not (tmp_path / "out").exists()
+
+
+def test_plot_out_into_a_missing_folder(capsys, tmp_path, synthetic):
+    before = tree(synthetic)
+    rc, _, err = cli(capsys, "plot", "grok-time", synthetic, "--out", tmp_path / "nope" / "g.png")
+    assert_error(rc, err, "no such folder")
+    assert not (tmp_path / "nope").exists() and tree(synthetic) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_results_dir_for_plot(capsys, tmp_path, synthetic):
+    d = tmp_path / "ro"
+    shutil.copytree(synthetic, d)
+    os.chmod(d, 0o555)
+    try:
+        rc, _, err = cli(capsys, "plot", "grok-time", d)
+        assert_error(rc, err)
+    finally:
+        os.chmod(d, 0o755)
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. damaged or odd results dirs
+
+
+DAMAGE = {
+    "meta": ("meta.json", lambda p: p.write_text("{not json")),
+    "spec": ("spec.yaml", lambda p: p.write_text("name: [unclosed\n")),
+    "runs_truncated": ("runs.parquet", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+    "curves_garbage": ("curves.parquet", lambda p: p.write_bytes(b"\x00garbage" * 50)),
+}
+READERS = [("summarize",), ("plot", "phase-diagram"), ("plot", "curves"), ("plot", "grok-time"), ("analyze",)]
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_results_dir_for_every_reader(capsys, tmp_path, synthetic, damage):
+    d = tmp_path / "d"
+    shutil.copytree(synthetic, d)
+    fname, hurt = DAMAGE[damage]
+    hurt(d / fname)
+    before = tree(d)
+    refused = 0
+    for cmd in READERS:
+        rc, _, err = cli(capsys, *cmd, d)
+        if rc == 0 and fname == "curves.parquet" and cmd != ("plot", "curves"):
+            continue  # a reader that does not need the curves
+        assert_error(rc, err)
+        assert fname in err or "damaged" in err, err
+        refused += 1
+    assert refused >= 2
+    rc, out, err = cli(capsys, "ls", tmp_path)
+    assert rc == 0, err
+    if damage in ("meta", "runs_truncated"):
+        assert "DAMAGED" in out
+    rc, _, err = cli(capsys, "merge", d, "--out", tmp_path / "m")
+    assert_error(rc, err)
+    shutil.rmtree(d / "plots", ignore_errors=True)  # figures of the readers that did not need the file
+    assert tree(d) == before
+
+
+def test_ls_lists_the_others_when_one_is_damaged(capsys, tmp_path, synthetic):
+    for n in ("a", "b"):
+        shutil.copytree(synthetic, tmp_path / n)
+    (tmp_path / "a" / "meta.json").write_text("garbage")
+    rc, out, err = cli(capsys, "ls", tmp_path)
+    assert rc == 0
+    lines = out.splitlines()
+    assert any("DAMAGED" in ln and "/a" in ln for ln in lines)
+    assert any("done" in ln and "/b" in ln for ln in lines)
+
+
+def test_zero_row_runs_for_every_plot(capsys, tmp_path, synthetic):
+    d = tmp_path / "z"
+    shutil.copytree(synthetic, d)
+    r = pd.read_parquet(d / "runs.parquet")
+    r.iloc[:0].to_parquet(d / "runs.parquet")
+    for cmd in READERS:
+        rc, _, err = cli(capsys, *cmd, d)
+        assert_error(rc, err, "holds no runs")
+
+
+def test_damaged_unit_record_and_meta_for_run(capsys, trained, copy_of):
+    for name, hurt in (("units", lambda d: next((d / "units").glob("*.json")).write_text("{")),
+                       ("meta", lambda d: (d / "meta.json").write_text("[1,")),
+                       ("spec", lambda d: (d / "spec.yaml").write_bytes(b"\xff\xfe"))):
+        d = copy_of(f"r-{name}")
+        hurt(d)
+        f = write_spec(d.parent / "s.yaml", trained[1])
+        before = tree(d)
+        rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+        assert_error(rc, err, "damaged")
+        assert tree(d) == before
+
+
+@pytest.mark.parametrize("content", ["", "garbage{", '{"pid": "x"}'])
+def test_empty_or_garbage_lock_is_broken_when_old(capsys, trained, copy_of, content):
+    d = copy_of()
+    f = write_spec(d.parent / "s.yaml", trained[1])
+    (d / ".lock").write_text(content)
+    old = time.time() - 60
+    os.utime(d / ".lock", (old, old))
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert "breaking unreadable lock" in err and not (d / ".lock").exists()
+
+
+def test_dead_pid_lock_and_leftover_temp_from_first_write(capsys, tmp_path):
+    d = tmp_path / "out"
+    d.mkdir()
+    (d / ".lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename, "since": "x"}))
+    (d / ".spec.yaml.abc123.tmp").write_text("partial")
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert not (d / ".spec.yaml.abc123.tmp").exists() and (d / "runs.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. two signals stop cleanly
+
+
+def test_two_sigints_stop_cleanly_and_resume_works(tmp_path):
+    d = tiny_spec_dict(name="sig", train={"steps": 1000, "eval_every": 20, "chunk_steps": 20}, seeds=2)
+    f = write_spec(tmp_path / "s.yaml", d)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list((out / "parts").glob("*-00002.parquet")):
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "second SIGINT" in err
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "interrupted" and not (out / ".lock").exists()
+    p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "resuming at step" in p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "done" and [h["status"] for h in meta["history"]] == ["interrupted", "done"]
+    assert (pd.read_parquet(out / "runs.parquet")["steps_done"] == 1000).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# 9. meta history is appended, never lost
+
+
+def test_rerun_keeps_meta_history(capsys, trained, copy_of):
+    d = copy_of()
+    f = write_spec(d.parent / "s.yaml", trained[1])
+    m0 = json.loads((d / "meta.json").read_text())
+    rc, _, err = cli(capsys, "run", f, "--out", d, "--quiet")
+    assert rc == 0, err
+    m1 = json.loads((d / "meta.json").read_text())
+    assert m1["started"] == m0["started"]
+    assert m1["groups"] == m0["groups"] and m1["groups"]
+    assert len(m1["history"]) == len(m0["history"]) + 1
+    assert m1["history"][0] == m0["history"][0]
+    assert m1["history"][-1]["mode"] == "resume" and m1["status"] == "done"
+
+
+# ------------------------------------------------------------------------------------------------
+# 10. numeric strings for numeric keys
+
+
+def test_numeric_strings_are_numbers():
+    spec = from_dict(tiny_spec_dict(train={"lr": "1e-3", "weight_decay": ["1e-2", 1], "steps": "1e2",
+                                           "eval_every": "20"}))
+    assert spec.train["lr"] == 0.001 and spec.train["weight_decay"] == (0.01, 1.0)
+    assert spec.train["steps"] == 100 and isinstance(spec.train["steps"], int)
+    with pytest.raises(SpecError, match="train.lr: expected float, got str 'fast'"):
+        from_dict(tiny_spec_dict(train={"lr": "fast"}))
+    with pytest.raises(SpecError, match="train.steps: expected int"):
+        from_dict(tiny_spec_dict(train={"steps": "12.5"}))
+    # the YAML 1.1 quirk itself: 1e-3 without a dot is a string to PyYAML
+    assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
+    assert from_dict(yaml.safe_load(yaml.safe_dump(tiny_spec_dict())
+                                    .replace("lr: 0.003", "lr: 3e-3"))).train["lr"] == 0.003
