@@ -55,6 +55,11 @@ def _bench(a):
     return bench_command(a)
 
 
+def _plan(a):
+    from gsweep.plan import plan_command
+    return plan_command(a)
+
+
 def _replay(a):
     from gsweep.inspect import replay_command
     return replay_command(a)
@@ -156,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny model and few steps")
     p.add_argument("--out", default="results/bench")
     p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("plan", help="what a sweep will cost here: runs per chunk, memory, estimated wall time")
+    p.add_argument("sweep")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a leaf of the spec")
+    p.add_argument("--probe-steps", type=int, default=5, help="steps per timed probe chunk (default 5)")
+    p.set_defaults(fn=_plan)
 
     p = sub.add_parser("replay", help="re-train one run alone and save its parameters at chosen steps")
     p.add_argument("results_dir")
