@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput of gsweep against the PyTorch peers on one device")
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--models", type=int, nargs="+")
-    p.add_argument("--peer", default=None)
+    p.add_argument("--peer", default=None, help="a PyTorch peer script (default: gsweep/bench/torch_peer.py)")
+    p.add_argument("--batching", choices=("auto", "map", "vmap"), default=None,
+                   help="gsweep's train.batching (auto: map on CPU, vmap on accelerators)")
     p.add_argument("--steps", type=int)
     p.add_argument("--p", type=int)
     p.add_argument("--precision", nargs="+", choices=("highest", "tf32", "bf16"))
