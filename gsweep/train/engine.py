@@ -98,7 +98,6 @@ class GroupProgram:
         self.group_id = group_id
         self.batching = resolve_batching(batching)
         self._runs = list(runs)
-        self._sizing = False  # compiling for memory analysis only (see compiled_bytes)
         self.mesh = mesh or make_mesh()
         self.n_dev = self.mesh.devices.size
         rep = runs[0]
@@ -260,8 +259,7 @@ class GroupProgram:
 
     def _local_chunk(self, states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks):
         """The program of one device: its local runs only, no communication."""
-        if not self._sizing:
-            TRACE_COUNT[self.group_id] = TRACE_COUNT.get(self.group_id, 0) + 1
+        TRACE_COUNT[self.group_id] = TRACE_COUNT.get(self.group_id, 0) + 1
         if self.batching == "map":
             return self._map_runs(states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks)
         return self._steps_vmapped(states, step0, flags_K, pool_x, pool_y, train_idx, train_w, masks)
@@ -341,14 +339,10 @@ class GroupProgram:
 
     def compiled_bytes(self, R: int) -> int:
         """Device memory of one device's compiled chunk program at R runs per chunk, from XLA's
-        memory analysis: arguments + outputs - donated (aliased) + temporaries. Compiling it here
-        does not count as a trace of the training program (``TRACE_COUNT``)."""
+        memory analysis: arguments + outputs - donated (aliased) + temporaries. This is the trace
+        and compile that ``train_chunk`` at R reuses (``TRACE_COUNT`` counts one per R)."""
         fn, args = self.chunk_program(R)
-        self._sizing = True
-        try:
-            m = fn.lower(*args).compile().memory_analysis()
-        finally:
-            self._sizing = False
+        m = fn.lower(*args).compile().memory_analysis()
         if m is None:
             raise RuntimeError(f"XLA reports no memory analysis on backend {jax.default_backend()!r}")
         return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
