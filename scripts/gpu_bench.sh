@@ -34,6 +34,6 @@ gs run "${sw[@]}" --out "$out/sweep" --quiet --fresh || rc=1
 echo "sweep wall s: $(( $(date +%s) - s0 ))" | tee -a "$log"
 cp "$out/sweep/meta.json" "$out/sweep-meta.json" 2>/dev/null
 gs summarize "$out/sweep" --format json > "$out/summary.json" || rc=1
-gs plan sweeps/default.yaml > "$out/plan-default.txt" || rc=1
+[ "$quick" = 1 ] || gs plan sweeps/default.yaml > "$out/plan-default.txt" || rc=1
 echo "gpu_bench: rc $rc; files under $out" | tee -a "$log"
 exit $rc
