@@ -1,25 +1,37 @@
-# gsweep — `make sweep` installs everything and runs the main sweep; `make test` runs the tests.
+# gsweep — `make sweep` installs what the sweep needs and runs it; `make test` runs the tests.
+# The host decides JAX's build: an NVIDIA GPU (nvidia-smi works) gets the [cuda] extra, ACCEL=tpu the
+# [tpu] extra, ACCEL=cpu (or no GPU) the CPU build. torch comes only with `make test` / `make bench`.
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.installed
-# sweeps/default.yaml where an accelerator is present, sweeps/quick.yaml on a CPU-only machine.
-SWEEP   ?= $(shell $(BIN)/python -c "import jax,sys; sys.stdout.write('sweeps/default.yaml' if jax.default_backend() != 'cpu' else 'sweeps/quick.yaml')" 2>/dev/null || echo sweeps/quick.yaml)
+ACCEL   ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+EXTRA   := $(if $(filter cuda tpu,$(ACCEL)),$(ACCEL),)
+STAMP   := $(VENV)/.installed-$(ACCEL)
+DEVSTAMP := $(VENV)/.installed-dev
+# sweeps/default.yaml on an accelerator host, sweeps/quick.yaml on a CPU-only one.
+SWEEP   ?= $(if $(EXTRA),sweeps/default.yaml,sweeps/quick.yaml)
 ARGS    ?=
 
 .PHONY: install sweep test lint bench plots clean help
 
 help:
-	@echo "make sweep   install (.venv) and run the sweep (SWEEP=sweeps/x.yaml ARGS='--set train.steps=200')"
-	@echo "make test    install (.venv) and run the test suite"
+	@echo "make sweep   install (.venv, JAX for this host: ACCEL=$(ACCEL)) and run $(SWEEP) (SWEEP=... ARGS='--set train.steps=200')"
+	@echo "make test    install the dev extra (pytest, torch) and run the test suite"
 	@echo "make lint    ruff"
-	@echo "make bench   throughput against the PyTorch peers (installs the [bench] extra)"
+	@echo "make bench   throughput against gsweep's PyTorch peer (installs the [bench] extra)"
+	@echo "ACCEL=cpu|cuda|tpu overrides the detection"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.$(if $(EXTRA),[$(EXTRA)],)'
 	touch $(STAMP)
+
+$(DEVSTAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev$(if $(EXTRA),$(comma)$(EXTRA),)]'
+	touch $(DEVSTAMP)
+
+comma := ,
 
 install: $(STAMP)
 
@@ -28,17 +40,17 @@ sweep: $(STAMP)
 	$(BIN)/python -m gsweep plot phase-diagram results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
 	$(BIN)/python -m gsweep report results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
 
-test: $(STAMP)
+test: $(DEVSTAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
 	    echo "make test: chromium could not be installed here; the report's browser test will be skipped"; }
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-lint: $(STAMP)
+lint: $(DEVSTAMP)
 	$(BIN)/ruff check .
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[bench$(if $(EXTRA),$(comma)$(EXTRA),)]'
 	$(BIN)/python -m gsweep bench $(ARGS)
 
 clean:

@@ -63,6 +63,9 @@ def _bench(a):
 def _report(a):
     from gsweep.report import report_command
     return report_command(a)
+def _plan(a):
+    from gsweep.plan import plan_command
+    return plan_command(a)
 
 
 def _replay(a):
@@ -184,13 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="throughput of gsweep against the PyTorch peers on one device")
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--models", type=int, nargs="+")
-    p.add_argument("--peer", default=None)
+    p.add_argument("--peer", default=None, help="a PyTorch peer script (default: gsweep/bench/torch_peer.py)")
+    p.add_argument("--batching", choices=("auto", "map", "vmap"), default=None,
+                   help="gsweep's train.batching (auto: map on CPU, vmap on accelerators)")
     p.add_argument("--steps", type=int)
     p.add_argument("--p", type=int)
     p.add_argument("--precision", nargs="+", choices=("highest", "tf32", "bf16"))
     p.add_argument("--quick", action="store_true", help="CI-sized: tiny model and few steps")
     p.add_argument("--out", default="results/bench")
     p.set_defaults(fn=_bench)
+
+    p = sub.add_parser("plan", help="what a sweep will cost here: runs per chunk, memory, estimated wall time")
+    p.add_argument("sweep")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a leaf of the spec")
+    p.add_argument("--probe-steps", type=int, default=5, help="steps per timed probe chunk (default 5)")
+    p.set_defaults(fn=_plan)
 
     p = sub.add_parser("replay", help="re-train one run alone and save its parameters at chosen steps")
     p.add_argument("results_dir")

@@ -69,6 +69,9 @@ TRAIN_SCHEMA: dict[str, Param] = {
                          doc="0: automatic; steps per compiled call (metrics come back once per call)"),
     "checkpoint_every": Param(int, 1, check=at_least(1), sweepable=False,
                               doc="checkpoint every N step-chunks (and at the end)"),
+    "batching": Param(str, "auto", choices=("auto", "map", "vmap"), sweepable=False,
+                      doc="how a device steps its runs: map (one at a time, bitwise exact), vmap (batched); "
+                          "auto: map on CPU, vmap on accelerators"),
 }
 
 ANALYSIS_SCHEMA: dict[str, Param] = {

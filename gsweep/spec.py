@@ -32,7 +32,7 @@ TOP_LEVEL = ("name", "task", "model", "train", "analysis", "seeds", "points", "r
 SWEPT_BLOCKS = ("task", "model", "train")
 # Keys that change how the engine schedules work, never the numbers a run produces:
 # they are left out of run ids and group signatures.
-ENGINE_ONLY = frozenset({"train.runs_per_chunk", "train.chunk_steps", "train.checkpoint_every"})
+ENGINE_ONLY = frozenset({"train.runs_per_chunk", "train.chunk_steps", "train.checkpoint_every", "train.batching"})
 
 
 # Sizes that allocate, bounded before anything is materialised (a typo must not eat the machine).

@@ -1,54 +1,39 @@
 #!/usr/bin/env bash
-# The GPU figures of docs/performance.md (issue 8) in one command: gsweep against both PyTorch peers,
-# standard recipe at p = 113, runs per chunk 256/512/1024, precisions tf32 and highest.
-#
-#   here, first (copies the peer into device/ and tries the whole path on CPU, tiny sizes, ~30 s):
-#       scripts/gpu_bench.sh --quick
-#   on a lent H100/H200 (the device tool; only the checkout travels, so carry device/):
-#       run(command="scripts/gpu_bench.sh", carry=["device"], timeout_s=600)
-#
-# Extra arguments go to `gsweep bench` (e.g. --models 512 --precision tf32). Writes the bench JSON and
-# a log under $OUT when it is set (the device tool brings those back), else under results/bench-gpu/.
-set -euo pipefail
+# Issue 18 in one run, from the tree (PYTHONPATH=., the image's python3; no install, no network):
+#   1. gsweep bench --device gpu at tf32 and highest vs gsweep's own PyTorch loop and torch.func
+#      ensemble (gsweep/bench/torch_peer.py), standard recipe, R = 256, 512, 1024;
+#   2. the sampled sweeps/default.yaml (depth 1, data fraction 0.3-0.6, weight decay 0 and 1, 4 seeds,
+#      10,000 steps, via --set) with meta.json (runs per chunk, compile s, wall) and the phase table;
+#   3. gsweep plan sweeps/default.yaml on the device, next to what (2) measured.
+# Logs and JSON under $OUT (else results/gpu-bench/); card info from nvidia-smi.
+#   rehearse here on CPU, tiny sizes:   scripts/gpu_bench.sh --quick
+#   on a lent accelerator:              run(command="scripts/gpu_bench.sh", timeout_s=540)
+set -uo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
-
-mkdir -p device  # git-ignored
-if [ -f ../shared/bench/torch_reference.py ]; then
-  install -m 0644 ../shared/bench/torch_reference.py device/torch_reference.py
-fi
-if [ ! -f device/torch_reference.py ]; then
-  echo "gpu_bench: device/torch_reference.py is missing and ../shared/bench/torch_reference.py is not here:" \
-       "run scripts/gpu_bench.sh --quick on the host first, and carry device/ to the GPU machine" >&2
-  exit 2
-fi
-
-PY=${PYTHON:-}
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
-quick=0
-for a in "$@"; do [ "$a" = "--quick" ] && quick=1; done
-backend=$("$PY" -c "import jax; print(jax.default_backend())" 2>/dev/null || echo "no-jax")
-if [ "$backend" = "gpu" ] || [ "$backend" = "cuda" ]; then
-  device=gpu
-elif [ "$quick" = 1 ] || [ "${DEVICE:-}" = "cpu" ]; then
-  device=cpu
-  echo "gpu_bench: JAX sees no GPU (backend: $backend): running on CPU" >&2
-else
-  echo "gpu_bench: JAX sees no GPU (backend: $backend); scripts/gpu_bench.sh --quick tries this script on CPU" >&2
-  exit 2
-fi
-
-if [ -n "${OUT:-}" ]; then out="$OUT"; else out=results/bench-gpu; fi
-mkdir -p "$out/bench"
+quick=0; [ "${1:-}" = "--quick" ] && quick=1
+PY=${PYTHON:-python3}
+out=${OUT:-results/gpu-bench}; mkdir -p "$out"
 log="$out/gpu_bench.log"
-{
-  echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(uname -n) python: $PY backend: $backend"
-  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
-  "$PY" -c "import jax, torch; print('jax', jax.__version__, jax.devices()); print('torch', torch.__version__)" || true
-} 2>&1 | tee "$log"
-cmd=(env PYTHONPATH=. PYTHONUNBUFFERED=1 "$PY" -m gsweep bench --device "$device" --peer device/torch_reference.py
-     --out "$out/bench" "$@")
-echo "+ ${cmd[*]}" | tee -a "$log"
-"${cmd[@]}" 2>&1 | tee -a "$log"
-echo "gpu_bench: done; JSON under $out/bench/, log $log" | tee -a "$log"
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+gs() { echo "+ gsweep $*" | tee -a "$log"; "$PY" -m gsweep "$@" 2>&1 | tee -a "$log"; return "${PIPESTATUS[0]}"; }
+{ date -u; uname -n; command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  "$PY" -c "import jax; print('jax', jax.__version__, jax.default_backend(), jax.devices())"; } 2>&1 | tee "$log" > "$out/card.txt"
+rc=0
+if [ "$quick" = 1 ]; then
+  export XLA_FLAGS=${XLA_FLAGS:---xla_force_host_platform_device_count=4}
+  gs bench --device cpu --quick --batching vmap --precision tf32 highest --out "$out/bench" || rc=1
+  sw=(sweeps/ci-tiny.yaml --set train.steps=100 --set train.eval_every=50 --set train.batching=vmap)
+else
+  gs bench --device gpu --precision tf32 highest --models 256 512 1024 --out "$out/bench" || rc=1
+  sw=(sweeps/default.yaml --set model.depth=1 --set "task.data_frac=[0.3,0.4,0.5,0.6]"
+      --set "train.weight_decay=[0.0,1.0]" --set seeds=4 --set train.steps=10000)
+fi
+gs plan "${sw[@]}" > "$out/plan.txt" || rc=1
+s0=$(date +%s)
+gs run "${sw[@]}" --out "$out/sweep" --quiet --fresh || rc=1
+echo "sweep wall s: $(( $(date +%s) - s0 ))" | tee -a "$log"
+cp "$out/sweep/meta.json" "$out/sweep-meta.json" 2>/dev/null
+gs summarize "$out/sweep" --format json > "$out/summary.json" || rc=1
+[ "$quick" = 1 ] || gs plan sweeps/default.yaml > "$out/plan-default.txt" || rc=1
+echo "gpu_bench: rc $rc; files under $out" | tee -a "$log"
+exit $rc

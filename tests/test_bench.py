@@ -47,11 +47,45 @@ def test_a_missing_peer_is_one_clear_error(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
+def test_the_default_peer_is_part_of_the_project():
+    assert DEFAULT_PEER.is_file() and ROOT in DEFAULT_PEER.parents
+    assert DEFAULT_PEER.parent.name == "bench" and DEFAULT_PEER.parent.parent.name == "gsweep"
+
+
+def test_the_peer_trains_on_gsweeps_split_and_init(tmp_path):
+    """The peer's training set is the one gsweep's run with the same data seed trains on, and its
+    weights are N(0, 1/fan_in) with zero biases, as gsweep's."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+
+    from gsweep.tasks import get_task
+
+    spec = importlib.util.spec_from_file_location("torch_peer", DEFAULT_PEER)
+    peer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peer)
+    for p, frac, ds in ((13, 0.3, 0), (31, 0.5, 7)):
+        cfg = {"name": "modular", "p": p, "op": "add", "data_frac": frac, "data_seed": ds}
+        task = get_task("modular")
+        data = task.build(cfg)
+        train_mask = task.masks(data, cfg)["train"]
+        xtr, ytr, xte, yte = peer.dataset(p, frac, ds, "cpu")
+        want = data.x_NxT[train_mask]
+        got = xtr.numpy()
+        assert len(got) == len(want) and len(xte) == data.n - len(want)
+        assert {tuple(r) for r in got} == {tuple(r) for r in want}  # same examples, inputs `x y =`
+        assert np.array_equal(ytr.numpy(), (got[:, 0] + got[:, 1]) % p)
+    torch.manual_seed(0)
+    m = peer.Transformer(113, d=128, heads=4, d_mlp=512, depth=2)
+    blk = m.blocks[1]
+    assert abs(float(blk.w_out.std()) - 512**-0.5) < 0.05 * 512**-0.5
+    assert abs(float(m.embed.std()) - 128**-0.5) < 0.05 * 128**-0.5
+    assert float(blk.b_in.abs().max()) == 0.0 and float(blk.b_out.abs().max()) == 0.0
+
+
 @pytest.mark.slow
 def test_quick_bench_prints_and_writes_every_key(tmp_path):
-    pytest.importorskip("torch")
-    if not DEFAULT_PEER.is_file():
-        pytest.skip(f"no PyTorch peer at {DEFAULT_PEER}")
     out = tmp_path / "bench"
     p = subprocess.run(gsweep_cmd("bench", "--device", "cpu", "--quick", "--out", out),
                        capture_output=True, text=True, cwd=ROOT, timeout=900)

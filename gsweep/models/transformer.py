@@ -1,6 +1,6 @@
 """Decoder-only transformer (Flax linen) whose answer is read at the last position.
 
-The standard grokking recipe (Nanda et al. 2023) is depth 1,
+The standard grokking recipe (Nanda et al. 2023; gsweep/bench/torch_peer.py) is depth 1,
 d_model 128, 4 heads, d_mlp 512, ReLU, no LayerNorm, every weight drawn N(0, 1/fan_in) and biases
 zero. Only the last position is read, so the last block computes its query, attention output and
 MLP at that position alone: the same numbers as the full causal block there, with less work.

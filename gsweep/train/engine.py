@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
 
 import jax
@@ -98,6 +97,7 @@ class GroupProgram:
                  batching: str = "auto"):
         self.group_id = group_id
         self.batching = resolve_batching(batching)
+        self._runs = list(runs)
         self.mesh = mesh or make_mesh()
         self.n_dev = self.mesh.devices.size
         rep = runs[0]
@@ -276,13 +276,16 @@ class GroupProgram:
         args: its copy); outputs reassembled into arrays sharded over 'runs'."""
         per_dev = [{s.device: s.data for s in x.addressable_shards} for x in jax.tree.leaves(args)]
         treedef = jax.tree.structure(args)
-        devices = [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
+        devices = self._local_devices()
         outs = [fn(*jax.tree.unflatten(treedef, [m[d] for m in per_dev])) for d in devices]
         leaves = [jax.tree.leaves(o) for o in outs]
         glob = [jax.make_array_from_single_device_arrays((leaf.shape[0] * self.n_dev, *leaf.shape[1:]),
                                                          self.run_sh, [lv[j] for lv in leaves])
                 for j, leaf in enumerate(leaves[0])]
         return jax.tree.unflatten(jax.tree.structure(outs[0]), glob)
+
+    def _local_devices(self) -> list:
+        return [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
 
     def train_chunk(self, states: RunState, chunk: int, u: UnitArrays):
         """Run time-chunk ``chunk`` (steps chunk*K .. chunk*K+K-1); returns (states, metrics on host,
@@ -301,17 +304,45 @@ class GroupProgram:
         self.R = _round_up(max(1, runs_per_chunk), self.n_dev)
         return self
 
-    def bytes_per_run(self) -> int:
-        """A rough upper bound of device memory per run, for sizing runs_per_chunk."""
-        m = self.model_cfg
-        d, dm = m["d_model"], m["d_mlp"]
-        depth = m["depth"]
-        n_params = self.data.vocab_size * d + d * self.data.n_classes + depth * (4 * d * d + 2 * d * dm)
-        T = self.data.seq_len
-        act_per_example = depth * (4 * T * d + dm) + self.data.n_classes + 4 * d
-        B = self.step_cfg.batch_size or self.M
-        return 4 * (8 * n_params + 3 * act_per_example * (B + self.data.n)
-                    + len(self.split_names) * self.data.n + 2 * self.M)
+    # -- the compiled program, for sizing ------------------------------------------------------
+
+    def chunk_program(self, R: int):
+        """(the jitted chunk function of one device's program, its abstract arguments) at R runs per
+        chunk (R a multiple of the device count): what ``train_chunk`` compiles, without data.
+        ``vmap``: the SPMD program over the mesh (global shapes); ``map``: the program of one device."""
+        if R % self.n_dev:
+            raise ValueError(f"R = {R} is not a multiple of the {self.n_dev} devices")
+        one = self.unit_arrays(self._runs[:1])  # shapes and dtypes of one run's inputs, any model
+        spmd = self.batching != "map"
+        rows = R if spmd else R // self.n_dev
+
+        local0 = jax.sharding.SingleDeviceSharding(self._local_devices()[0])
+
+        def abstract(x, sharded=True):
+            sh = (self.run_sh if sharded else self.rep_sh) if spmd else local0  # as train_chunk calls it
+            shape = (rows, *x.shape[1:]) if sharded else x.shape
+            return jax.ShapeDtypeStruct(shape, x.dtype, sharding=sh)
+
+        hyper = jax.tree.map(abstract, one.hyper)
+        keys = abstract(one.keys_Rx2)
+        states = jax.eval_shape(self._init_states, keys, hyper)
+        states = jax.tree.map(abstract, states)
+        rep = lambda x: abstract(x, sharded=False)  # noqa: E731
+        args = (states, rep(jax.ShapeDtypeStruct((), jnp.int32)), rep(jax.ShapeDtypeStruct((self.K,), jnp.bool_)),
+                rep(self.pool_x), rep(self.pool_y), abstract(one.train_idx_RxM), abstract(one.train_w_RxM),
+                abstract(one.masks_RxSxN))
+        return (self._spmd if spmd else self._local), args
+
+    def compiled_bytes(self, R: int) -> int:
+        """Device memory of one device's compiled chunk program at R runs per chunk, from XLA's
+        memory analysis: arguments + outputs - donated (aliased) + temporaries. This is the trace
+        and compile that ``train_chunk`` at R reuses (``TRACE_COUNT`` counts one per R)."""
+        fn, args = self.chunk_program(R)
+        m = fn.lower(*args).compile().memory_analysis()
+        if m is None:
+            raise RuntimeError(f"XLA reports no memory analysis on backend {jax.default_backend()!r}")
+        return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                   + m.temp_size_in_bytes)
 
 
 def resolve_batching(batching: str) -> str:
@@ -329,30 +360,3 @@ def _task_cfg(run: Run) -> dict:
 
 def _round_up(n: int, k: int) -> int:
     return int(math.ceil(n / k) * k)
-
-
-def device_memory_bytes() -> int:
-    """Memory the run axis may use on one device: the accelerator's limit, or half the host RAM on CPU."""
-    dev = jax.local_devices()[0]
-    try:
-        stats = dev.memory_stats() or {}
-    except Exception:  # noqa: BLE001 - not every backend reports
-        stats = {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"] * 0.8)
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        total = 8 << 30
-    return int(total // 2 // max(1, len(jax.local_devices())))
-
-
-def choose_runs_per_chunk(n_runs: int, requested: int, bytes_per_run: int, n_dev: int,
-                          mem_per_device: int | None = None) -> int:
-    """How many runs one compiled call trains: the user's number, else as many as memory allows."""
-    if requested:
-        return _round_up(min(requested, n_runs), n_dev) if n_runs else n_dev
-    mem = mem_per_device if mem_per_device is not None else device_memory_bytes()
-    per_dev = max(1, mem // max(1, bytes_per_run))
-    cap = min(n_runs, per_dev * n_dev, 4096)
-    return _round_up(max(1, cap), n_dev)

@@ -145,7 +145,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
     import jax
 
     from gsweep import checkpoint
-    from gsweep.train.engine import TRACE_COUNT, GroupProgram, choose_runs_per_chunk, make_mesh, to_host
+    from gsweep.train.engine import TRACE_COUNT, GroupProgram, make_mesh, to_host
+    from gsweep.train.memory import size_runs_per_chunk
 
     is_main = jax.process_index() == 0
     mode = check_existing(out, spec, fresh, extend, shard)  # raises before anything is written
@@ -219,12 +220,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                     continue
                 full_group = [r for r in runs_all if r.group_id == gid]  # fixes shapes for any shard/extension
                 t_compile = time.perf_counter()
-                prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh)
-                prog.resize(choose_runs_per_chunk(len(grp), int(grp[0].settings["train.runs_per_chunk"]),
-                                                  prog.bytes_per_run(), mesh.devices.size))
+                prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh,
+                                    batching=grp[0].settings.get("train.batching", "auto"))
+                sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
+                prog.resize(sizing.runs_per_chunk)
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
-                                       "splits": list(prog.split_names)}
+                                       "splits": list(prog.split_names), "batching": prog.batching,
+                                       **sizing.meta()}
                 while True:
                     try:
                         st = "done"
