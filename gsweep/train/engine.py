@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 
 import jax
@@ -96,6 +97,7 @@ class GroupProgram:
     def __init__(self, group_id: str, runs: Sequence[Run], runs_per_chunk: int, mesh: Mesh | None = None,
                  batching: str = "auto"):
         self.group_id = group_id
+        self.chunk_times: list[float] = []  # wall seconds of each train_chunk call
         self.batching = resolve_batching(batching)
         self._runs = list(runs)
         self.mesh = mesh or make_mesh()
@@ -290,12 +292,14 @@ class GroupProgram:
     def train_chunk(self, states: RunState, chunk: int, u: UnitArrays):
         """Run time-chunk ``chunk`` (steps chunk*K .. chunk*K+K-1); returns (states, metrics on host,
         evaluated steps). ``states`` is donated."""
+        t0 = time.perf_counter()
         flags = put_global(self.flags_CxK[chunk], self.rep_sh)
         step0 = put_global(np.asarray(chunk * self.K, np.int32), self.rep_sh)
         states, buf, n = self._run_chunk(states, step0, flags, u.train_idx_RxM, u.train_w_RxM, u.masks_RxSxN)
         steps = (chunk * self.K + np.flatnonzero(self.flags_CxK[chunk]) + 1).astype(np.int64)
         host = to_host(buf)  # [R, E, ...] -> [E, R, ...], evaluated entries only
         host = {k: np.moveaxis(v, 0, 1)[: len(steps)] for k, v in host.items()}
+        self.chunk_times.append(time.perf_counter() - t0)  # wall seconds per call (compile included in the first)
         return states, host, steps
 
     def resize(self, runs_per_chunk: int) -> GroupProgram:

@@ -15,7 +15,7 @@ import shutil
 import signal
 import socket
 import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -219,7 +219,6 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                 if not pending_groups[gid]:
                     continue
                 full_group = [r for r in runs_all if r.group_id == gid]  # fixes shapes for any shard/extension
-                t_compile = time.perf_counter()
                 prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh,
                                     batching=grp[0].settings.get("train.batching", "auto"))
                 sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
@@ -236,8 +235,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                             label = f"[{gi + 1}/{len(groups)} {gid} runs {len(unit.runs)}]"
                             st = _train_unit(out, unit, prog, checkpoint, to_host, prog_bar, label, sig,
                                              in_progress, is_main, on_start, rollback)
-                            if "compile_s" not in meta["groups"][gid]:
-                                meta["groups"][gid]["compile_s"] = round(time.perf_counter() - t_compile, 2)
+                            if "compile_s" not in meta["groups"][gid] and prog.chunk_times:
+                                meta["groups"][gid].update(compile_seconds(prog.chunk_times, sizing.sizing_s))
                             if st == "interrupted":
                                 break
                         break
@@ -273,6 +272,14 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         return SweepResult(out, table, status)
     finally:
         lock.release()
+
+
+def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
+    """A group's compile time: the sizing compiles plus the first chunk call's excess over a steady
+    one (the median of the later calls; the first call alone when there is only one)."""
+    steady = float(np.median(chunk_times[1:])) if len(chunk_times) > 1 else 0.0
+    return {"compile_s": round(sizing_s + max(0.0, chunk_times[0] - steady), 2),
+            "first_chunk_s": round(chunk_times[0], 2), "steady_chunk_s": round(steady, 2)}
 
 
 class DeviceOOM(RuntimeError):
