@@ -31,7 +31,9 @@ def _analyze_cli(d, capsys, cli=False):
         text = predict.format_summary(predict.analyze(d, n_boot=50))
     raw = (d / "analysis.json").read_text()
     assert "NaN" not in raw and "Infinity" not in raw  # strict JSON: undefined is null
-    return text, json.loads(raw)
+    js = json.loads(raw)
+    _no_nan_numbers(predict.format_summary(js))  # the report page prints analysis.json this way
+    return text, js
 
 
 def _no_nan_numbers(text):
