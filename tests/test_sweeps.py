@@ -22,3 +22,32 @@ def test_sweep_file_validates(path):
     assert runs, path
     header = path.read_text().split("\n\n")[0]
     assert "gsweep run" in header or "make sweep" in header, f"{path.name}: header lacks the command"
+
+
+STUDIES = sorted(p for p in SWEEPS if p.name.startswith("study-") and not p.stem.endswith("-gpu"))
+
+
+def test_study_sweeps_shipped():
+    assert {p.name for p in STUDIES} >= {"study-chain.yaml", "study-composition.yaml"}
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_study_sweep_sized_and_paired(path):
+    """A study says its cost, has an accelerator sibling, and has the grid the issue asks for."""
+    header = path.read_text().split("\n\n")[0]
+    assert "Expected cost on 2 CPU cores" in header, f"{path.name}: header lacks the expected cost"
+    gpu = path.with_name(path.stem + "-gpu.yaml")
+    assert gpu.exists(), f"{path.name}: no accelerator sibling {gpu.name}"
+    assert "Expected cost" in gpu.read_text().split("\n\n")[0]
+    spec = load_spec(path)
+    runs = [dict(r.settings) for r in spec.runs()]
+    gpu_runs = [dict(r.settings) for r in load_spec(gpu).runs()]
+    assert len(gpu_runs) >= len(runs)
+    assert len({r["seed"] for r in runs}) >= 5
+    depths = {int(r["model.depth"]) for r in runs}
+    if spec.task["name"] == "modular_chain":
+        assert len(runs) >= 200 and depths == {1, 2}
+        assert len({r["task.data_frac"] for r in runs}) >= 3 and len({r["train.weight_decay"] for r in runs}) >= 2
+    else:
+        assert spec.task["name"] == "composition" and len(depths) >= 2
+        assert len({r["task.phi"] for r in runs}) >= 4

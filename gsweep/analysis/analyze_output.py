@@ -141,7 +141,12 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
              f"MCC {_f(o['mcc'])}" + (f" ({o['mcc_reason']})" if "mcc_reason" in o else ""))
     sp = o["spearman"]
     if sp["value"] is not None and math.isfinite(sp["value"]):
-        ci = (f"[{_f(sp['ci'][0])}, {_f(sp['ci'][1])}]" if "bootstrap" in sp else "(no interval)")
+        if "bootstrap" in sp and all(c is not None and math.isfinite(c) for c in sp["ci"]):
+            ci = f"[{_f(sp['ci'][0])}, {_f(sp['ci'][1])}]"
+        elif "bootstrap" in sp:
+            ci = "(no interval: the bootstrap resamples were undefined, e.g. tied ranks)"
+        else:
+            ci = f"(no interval: {sp['ci_reason']})" if sp.get("ci_reason") else "(no interval)"
         how = f" (bootstrap over {sp['bootstrap']['resampled']})" if "bootstrap" in sp else ""
         L.append(f"  onsets: Spearman({label_column(src)}, {label_column(tgt)}) = {_f(sp['value'])} {ci} "
                  f"over {sp['n_both']} runs reaching both{how}; {tgt} not before {src} in "
@@ -163,6 +168,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
         split = tgt if lab == "reasoned" else src
         L.append(f"  {lab} (reaches {split}): {res['n_scored']} runs scored, {res['n_pos']} positive, "
                  f"{res['n_reached_in_window']} reached inside the window (left out), {res['n_censored']} censored")
+        if res.get("fold_warning"):
+            L.append(f"    (degenerate folds: {res['fold_warning']})")
         if 0 < res["n_pos"] < res["n_scored"] and min(res["n_pos"], res["n_scored"] - res["n_pos"]) < MIN_CI_CLASS:
             L.append(f"    (too few to read: no intervals under {MIN_CI_CLASS} positive and {MIN_CI_CLASS} negative runs)")
         if res["n_pos"] == 0 or res["n_pos"] == res["n_scored"]:
@@ -184,8 +191,17 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
                      f"{(_f(plus) if plus is not None else '-'):>10}  {s.get('direction', '')}")
     for msg in out["left_out"].values():
         L.append(f"  note: {msg}")
-    if out["n_cells"] > 1:
+    sizes = [row["n"] for row in out["per_cell"]]
+    if out["n_cells"] > 1 and max(sizes) < 3:
         L.append("")
+        L.append(f"  per cell: left out: every cell has {max(sizes) if min(sizes) == max(sizes) else 'at most ' + str(max(sizes))}"
+                 " run(s), too few for a per-cell MCC or Spearman (need 3 or more seeds per cell); "
+                 "the overall numbers above pool the cells")
+    elif out["n_cells"] > 1:
+        L.append("")
+        small = sum(1 for n in sizes if n < 3)
+        if small:
+            L.append(f"  ({small} of {out['n_cells']} cells have fewer than 3 runs: their Spearman is n/a)")
         L.append(f"  per cell ({min(out['n_cells'], max_cells)} of {out['n_cells']}): runs, both / {src} only / "
                  f"{tgt} only / neither, MCC, Spearman")
         for row in out["per_cell"][:max_cells]:

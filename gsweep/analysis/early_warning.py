@@ -132,6 +132,23 @@ def _score_block(y, held, flagged, lead, groups, n_boot, seed) -> dict[str, Any]
     return d
 
 
+def fold_warning(y: np.ndarray, folds: np.ndarray) -> str | None:
+    """Why the held-out scores of one label may be degenerate: a single fold (no training part), or
+    folds whose training part holds one class only (no orientation, alarm threshold or baseline fit
+    there). None when every fold's training part holds both classes (or no run is scored)."""
+    y, folds = np.asarray(y, dtype=bool), np.asarray(folds)
+    if not len(y) or y.all() or (~y).all():
+        return None
+    fs = np.unique(folds)
+    if len(fs) < 2:
+        return "a single fold: no training part to choose a direction or an alarm threshold on"
+    bad = [f for f in fs if y[folds != f].all() or (~y[folds != f]).all()]
+    if not bad:
+        return None
+    return (f"{len(bad)} of {len(fs)} folds have one class only in their training part: there a feature's "
+            "direction defaults to 'higher', no alarm threshold is set and the baseline scores chance")
+
+
 def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, features: Sequence[str],
                 folds: np.ndarray, groups: np.ndarray, fpr: float = FPR, n_boot: int = N_BOOT,
                 seed: int = 0) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -165,6 +182,9 @@ def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, feat
         rocs[name] = (yy, out["held"])
         return block
 
+    warn = fold_warning(y_all[eligible], folds[eligible])
+    if warn:
+        res["fold_warning"] = warn
     bl = run(BASELINE, np.ones(len(frame), dtype=bool), lambda m, yy, ff: cv_logistic(X[m], yy, ff, fpr))
     bl["what"] = "logistic regression on the swept hyperparameters only (fitted on the training folds)"
     res["scores"][BASELINE] = bl
@@ -173,6 +193,12 @@ def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, feat
         has = np.isfinite(x)
         if not (has & eligible).any():
             res["scores"][name] = {"auroc": None, "auroc_reason": "no scored run has this feature"}
+            continue
+        xs = x[has & eligible]
+        if len(np.unique(xs)) == 1 and 0 < int(y_all[has & eligible].sum()) < len(xs):
+            res["scores"][name] = {"auroc": None, "n": int(len(xs)),
+                                   "auroc_reason": f"the same value ({xs[0]:g}) in all {len(xs)} scored runs: "
+                                                   "every rank tied, nothing to rank by"}
             continue
         blk = run(name, has, lambda m, yy, ff, x=x: cv_feature(x[m], yy, ff, fpr))
         blk["auroc_raw"] = stats.auroc(y_all[eligible & has], x[eligible & has])

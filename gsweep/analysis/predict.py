@@ -177,6 +177,9 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
         a = association(t_src[m], t_tgt[m], source, target, n_boot=min(n_boot, 200), seed=seed)
         row.update(a)
         per_cell.append(row)
+    if n_cells > 1 and max(r["n"] for r in per_cell) < 3:
+        notes.append("every cell has fewer than 3 runs: per-cell MCC and Spearman are undefined (null in per_cell); "
+                     "the overall numbers pool the cells")
     phase_table = None
     if source == GEN and "phase" in runs:
         ph = runs["phase"].astype("string").fillna("none").to_numpy()
