@@ -90,12 +90,14 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
     from gsweep.train.sweep import curve_rows, enable_compilation_cache
 
     results_dir = Path(results_dir)
-    run, group, _ = find_run(results_dir, run_id)
+    run, group, raw = find_run(results_dir, run_id)
+    thr = float((raw.get("analysis") or {}).get("threshold", 0.99))  # train.stop_when_generalized reads it
     recorded = run_curves(results_dir, run_id)
     enable_compilation_cache()
     mesh = make_mesh(jax.local_devices()[:1])
-    big = GroupProgram(run.group_id, group, runs_per_chunk=1, mesh=mesh, batching="map")
-    small = GroupProgram(run.group_id, _with_chunk(group, 1), runs_per_chunk=1, mesh=mesh, batching="map") \
+    big = GroupProgram(run.group_id, group, runs_per_chunk=1, mesh=mesh, batching="map", threshold=thr)
+    small = GroupProgram(run.group_id, _with_chunk(group, 1), runs_per_chunk=1, mesh=mesh, batching="map",
+                         threshold=thr) \
         if big.K > 1 else big
     u = big.unit_arrays([run])
     states = big.init_states(u)
@@ -110,7 +112,8 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
             prog = big if (cur % big.K == 0 and cur + big.K <= target) else small
             states, host, evsteps = prog.train_chunk(states, cur // prog.K, u)
             diverged = to_host(states.diverged_at)[:1]
-            rows.append(curve_rows(unit, evsteps, host, prog.split_names, diverged))
+            stopped = to_host(states.stopped_at)[:1] if prog.stops else None
+            rows.append(curve_rows(unit, evsteps, host, prog.split_names, diverged, stopped))
             cur += prog.K
         if target in steps:
             params = jax.tree.map(lambda x: np.asarray(x)[0], to_host(states.params))

@@ -61,6 +61,9 @@ TRAIN_SCHEMA: dict[str, Param] = {
     "grokfast_lamb": Param(float, 2.0, dynamic=True, check=at_least(0), new=True,
                            doc="amplification of the filtered gradient"),
     "grokfast_window": Param(int, 100, check=at_least(1), new=True, doc="window of grokfast=ma (steps)"),
+    "stop_when_generalized": Param(int, 0, check=at_least(0), new=True,
+                                   doc="0: off; else stop a run once every evaluated split has stayed at or above "
+                                       "analysis.threshold for this many steps (README: Stop decided runs)"),
     "precision": Param(str, "highest", choices=("highest", "tf32", "bf16"),
                        doc="matmul precision: exact float32, TF32, or bf16 compute with float32 master weights"),
     "runs_per_chunk": Param(int, 0, check=at_least(0), sweepable=False,

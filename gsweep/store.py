@@ -179,7 +179,7 @@ def list_sweeps(root: str | Path) -> int:
             n_runs = n_done = n_div = 0
             if (d / RUNS).exists():
                 r = read_parquet(d / RUNS, columns=["status"])
-                n_runs, n_done = len(r), int((r["status"] == "done").sum())
+                n_runs, n_done = len(r), int(r["status"].isin(["done", "stopped"]).sum())
                 n_div = int((r["status"] == "diverged").sum())
             rows.append((str(d), str(meta.get("name", d.name)), str(meta.get("status", "?")), n_runs, n_done, n_div,
                          str(meta.get("finished") or meta.get("started") or "")))

@@ -150,7 +150,7 @@ def banner(res: Results) -> str | None:
     st = res.status
     runs = res.runs
     n = len(runs)
-    n_fin = int(runs["status"].isin(["done", "diverged"]).sum()) if "status" in runs else n
+    n_fin = int(runs["status"].isin(["done", "stopped", "diverged"]).sum()) if "status" in runs else n
     planned = res.meta.get("n_runs") or n
     if st == "running":
         return (f"This sweep is still running: {n_fin} of {planned} runs were finished when this page was "

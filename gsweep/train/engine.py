@@ -38,7 +38,9 @@ from gsweep.train.step import (
     after_eval,
     evaluate,
     init_run,
+    running,
     train_step,
+    update_stop,
 )
 
 METRIC_KEYS = ("loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity")
@@ -95,7 +97,7 @@ class GroupProgram:
     them fixes the static settings); ``runs_per_chunk`` the R of the compiled program."""
 
     def __init__(self, group_id: str, runs: Sequence[Run], runs_per_chunk: int, mesh: Mesh | None = None,
-                 batching: str = "auto"):
+                 batching: str = "auto", threshold: float = 0.99):
         self.group_id = group_id
         self.chunk_times: list[float] = []  # wall seconds of each train_chunk call
         self.batching = resolve_batching(batching)
@@ -122,7 +124,9 @@ class GroupProgram:
         self.R = _round_up(max(1, runs_per_chunk), self.n_dev)
         self.model = build_model(self.model_cfg, self.data.vocab_size, self.data.n_classes, self.data.seq_len,
                                  t["precision"])
-        self.step_cfg = StepConfig.of(t, self.model_cfg, self.data.fourier_p)
+        # threshold: the spec's analysis.threshold, read by train.stop_when_generalized (static)
+        self.step_cfg = StepConfig.of(t, self.model_cfg, self.data.fourier_p, threshold)
+        self.stops = bool(self.step_cfg.stop_after)
         # one training-set width for the whole group, so every chunk of runs has the same shapes
         masks = [self.task.masks(self.data, _task_cfg(r)) for r in runs]
         self.M = max(int(m["train"].sum()) for m in masks)
@@ -194,14 +198,21 @@ class GroupProgram:
         def body(carry, k):
             st, buf, n = carry
             t = step0 + k
-            st = self._maybe(t < steps, lambda s: train_step(model, cfg, s, t, pool_x, pool_y, idx_M, w_M), st)
+            step = lambda s: train_step(model, cfg, s, t, pool_x, pool_y, idx_M, w_M)  # noqa: E731
+            if self.stops:  # a stopped run skips its step: a real branch, one run at a time
+                st = jax.lax.cond((t < steps) & running(cfg, st), step, lambda s: s, st)
+            else:
+                st = self._maybe(t < steps, step, st)
 
             def do_eval(args):
                 st, buf, n = args
                 m = evaluate(model, cfg, st, pool_x, pool_y, masks_SxN)
                 buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 0) for key in buf}
-                return after_eval(st, m, t), buf, n + 1
+                return update_stop(cfg, after_eval(st, m, t), m, t), buf, n + 1
 
+            if self.stops:  # a stopped run is not evaluated either (its rows end at the stop step)
+                ev = do_eval
+                do_eval = lambda a: jax.lax.cond(running(cfg, a[0]), ev, lambda b: (b[0], b[1], b[2] + 1), a)  # noqa: E731
             return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
 
         (st, buf, n), _ = jax.lax.scan(body, (st, buf, jnp.int32(0)), jnp.arange(self.K))
@@ -220,13 +231,24 @@ class GroupProgram:
         def body(carry, k):
             st, buf, n = carry
             t = step0 + k
-            st = self._maybe(t < steps, lambda s: v_train(s, t, train_idx, train_w), st)
+            if self.stops:  # batched: the step is computed for every run, a stopped run keeps its state
+                def v_step(s):
+                    new = v_train(s, t, train_idx, train_w)
+                    go_R = running(cfg, s)
+                    return jax.tree.map(lambda a, b: jnp.where(go_R.reshape(go_R.shape + (1,) * (a.ndim - 1)), a, b),
+                                        new, s)
+            else:
+                v_step = lambda s: v_train(s, t, train_idx, train_w)  # noqa: E731
+            st = self._maybe(t < steps, v_step, st)
 
             def do_eval(args):
                 st, buf, n = args
                 m = v_eval(st, masks)
                 buf = {key: jax.lax.dynamic_update_index_in_dim(buf[key], m[key], n, 1) for key in buf}
-                return jax.vmap(after_eval, in_axes=(0, 0, None))(st, m, t), buf, n + 1
+                st = jax.vmap(after_eval, in_axes=(0, 0, None))(st, m, t)
+                if self.stops:
+                    st = jax.vmap(lambda s, mm: update_stop(cfg, s, mm, t))(st, m)
+                return st, buf, n + 1
 
             return jax.lax.cond(flags_K[k], do_eval, lambda a: a, (st, buf, n)), None
 

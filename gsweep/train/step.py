@@ -42,6 +42,11 @@ class RunState:
       is frozen at its last finite parameters, so it can never disturb anything.
     loss_sum, osc_sum, n_loss: train-loss accumulators since the last evaluation; prev1, prev2:
       the last two log-losses (for the oscillation energy: squared second differences).
+    stopped_at / streak_from (only with ``train.stop_when_generalized``; ``()`` otherwise, so the
+      pytree and its checkpoints are unchanged when the setting is off): the evaluated step at which
+      the run was stopped (-1 while training), and the first evaluated step of the current streak of
+      evaluations with every split at or above the threshold (-1 when the last evaluation was not).
+      A stopped run is frozen: it trains and evaluates no more.
     """
 
     params: Any
@@ -56,6 +61,8 @@ class RunState:
     n_osc: jax.Array
     prev1: jax.Array
     prev2: jax.Array
+    stopped_at: Any = ()
+    streak_from: Any = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +78,11 @@ class StepConfig:
     orthogonal_grad: bool = False
     grokfast: str = "none"
     grokfast_window: int = 100
+    stop_after: int = 0  # train.stop_when_generalized: 0 off; else steps every split stays >= threshold
+    threshold: float = 0.99  # analysis.threshold (read only when stop_after > 0)
 
     @classmethod
-    def of(cls, train_cfg, model_cfg, fourier_p: int | None) -> StepConfig:
+    def of(cls, train_cfg, model_cfg, fourier_p: int | None, threshold: float = 0.99) -> StepConfig:
         """From a group's train and model blocks and its task's Fourier p (the model entry decides
         whether it has an embedding to measure)."""
         from gsweep.models import get_model
@@ -84,7 +93,8 @@ class StepConfig:
         return cls(batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
                    embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
                    orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
-                   grokfast_window=int(t.get("grokfast_window", 100)))
+                   grokfast_window=int(t.get("grokfast_window", 100)),
+                   stop_after=int(t.get("stop_when_generalized", 0)), threshold=float(threshold))
 
 
 def optimizer_of(cfg: StepConfig, hyper: Hyper):
@@ -117,7 +127,19 @@ def init_run(model, x_example_BxT, key, hyper: Hyper, cfg: StepConfig | None = N
     zi = jnp.zeros((), jnp.int32)
     return RunState(params=params, opt_state=opt_state, filter_state=filt.init(params) if filt else (), key=key,
                     hyper=hyper, diverged_at=jnp.full((), -1, jnp.int32), loss_sum=z, osc_sum=z, n_loss=zi,
-                    n_osc=zi, prev1=z, prev2=z)
+                    n_osc=zi, prev1=z, prev2=z, **stop_fields(cfg))
+
+
+def stop_fields(cfg: StepConfig) -> dict:
+    """The stop bookkeeping of a fresh run: both -1 when the setting is on; nothing when it is off."""
+    if not cfg.stop_after:
+        return {"stopped_at": (), "streak_from": ()}
+    return {"stopped_at": jnp.full((), -1, jnp.int32), "streak_from": jnp.full((), -1, jnp.int32)}
+
+
+def running(cfg: StepConfig, state: RunState) -> jax.Array | bool:
+    """Whether the run still trains (always, when stopping is off)."""
+    return state.stopped_at < 0 if cfg.stop_after else True
 
 
 def logits_of(model, params, hyper: Hyper, x_BxT):
@@ -180,7 +202,8 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
         hyper=state.hyper, diverged_at=diverged_at,
         loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0), n_loss=state.n_loss + ok.astype(jnp.int32),
         osc_sum=state.osc_sum + jnp.where(use_osc, second**2, 0.0), n_osc=state.n_osc + use_osc.astype(jnp.int32),
-        prev1=jnp.where(ok, logl, state.prev1), prev2=jnp.where(ok, state.prev1, state.prev2))
+        prev1=jnp.where(ok, logl, state.prev1), prev2=jnp.where(ok, state.prev1, state.prev2),
+        stopped_at=state.stopped_at, streak_from=state.streak_from)
 
 
 def fourier_basis(p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -237,3 +260,19 @@ def after_eval(state: RunState, metrics: dict, step) -> RunState:
     bad = metrics["overflow"] & (state.diverged_at < 0)
     return state.replace(loss_sum=z, osc_sum=z, n_loss=zi, n_osc=zi,
                          diverged_at=jnp.where(bad, (step + 1).astype(state.diverged_at.dtype), state.diverged_at))
+
+
+def update_stop(cfg: StepConfig, state: RunState, metrics: dict, step) -> RunState:
+    """After an evaluation at step index ``step`` (evaluated step ``step + 1``): extend or break the
+    streak of evaluations with every split's accuracy >= threshold (an empty split's NaN counts as
+    below: such a run is never stopped), and stop the run once the streak spans ``cfg.stop_after``
+    steps. A diverged run is never stopped; a stopped one stays stopped. No-op when the setting is off."""
+    if not cfg.stop_after:
+        return state
+    at = (step + 1).astype(jnp.int32)
+    live = (state.stopped_at < 0) & (state.diverged_at < 0)
+    above = jnp.all(metrics["acc"] >= cfg.threshold) & live
+    streak = jnp.where(above, jnp.where(state.streak_from < 0, at, state.streak_from), -1)
+    stop = above & (at - streak >= cfg.stop_after)
+    return state.replace(streak_from=jnp.where(live, streak, state.streak_from),
+                         stopped_at=jnp.where(stop, at, state.stopped_at))

@@ -220,7 +220,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                     continue
                 full_group = [r for r in runs_all if r.group_id == gid]  # fixes shapes for any shard/extension
                 prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh,
-                                    batching=grp[0].settings.get("train.batching", "auto"))
+                                    batching=grp[0].settings.get("train.batching", "auto"),
+                                    threshold=float(spec.analysis["threshold"]))
                 sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
                 prog.resize(sizing.runs_per_chunk)
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
@@ -323,34 +324,48 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         for p in (out / PARTS).glob(f"{unit.unit_id}-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= start:
                 remove_part(p)
-    diverged = np.full(len(unit.runs), -1)
+    n = len(unit.runs)
+    diverged = np.full(n, -1)
+    stopped = np.full(n, -1)
     for c in range(start, prog.n_chunks):
         states, host, steps = prog.train_chunk(states, c, u)
-        diverged = to_host(states.diverged_at)[: len(unit.runs)]
+        diverged = to_host(states.diverged_at)[:n]
+        if prog.stops:
+            stopped = to_host(states.stopped_at)[:n]
         if is_main:
-            rows = curve_rows(unit, steps, host, prog.split_names, diverged)
+            rows = curve_rows(unit, steps, host, prog.split_names, diverged, stopped)
             write_part(part_path(out, unit.unit_id, c), rows)
             _test_hook("after_part", c + 1)
         done_steps = min((c + 1) * prog.K, prog.steps)
-        last = c == prog.n_chunks - 1
+        # train.stop_when_generalized: once every run of the unit has stopped (or diverged), the unit ends
+        decided = prog.stops and bool(np.all((stopped >= 0) | (diverged >= 0)))
+        last = c == prog.n_chunks - 1 or decided
         if (c + 1) % every == 0 or last or sig.caught:
             checkpoint.save(ckpt_dir, c + 1, states, record)
-        bar.update(label, done_steps, prog.steps, (done_steps - min(c * prog.K, prog.steps)) * len(unit.runs),
-                   final=last)
-        for r, d in zip(unit.runs, diverged, strict=True):
-            in_progress[r.run_id] = {**_run_info(int(d), done_steps, finished=False), "unit_id": unit.unit_id}
+        bar.update(label, prog.steps if last else done_steps, prog.steps,
+                   ((prog.steps if last else done_steps) - min(c * prog.K, prog.steps)) * n, final=last)
+        for r, d, s_at in zip(unit.runs, diverged, stopped, strict=True):
+            in_progress[r.run_id] = {**_run_info(int(d), done_steps, finished=False, stopped_at=int(s_at)),
+                                     "unit_id": unit.unit_id}
+        if decided:
+            break
         if sig.caught and not last:
             return "interrupted"
     if is_main:
-        recs = {r.run_id: _run_info(int(d), prog.steps, finished=True) for r, d in zip(unit.runs, diverged, strict=True)}
+        recs = {r.run_id: _run_info(int(d), prog.steps, finished=True, stopped_at=int(s_at))
+                for r, d, s_at in zip(unit.runs, diverged, stopped, strict=True)}
         store.write_json(unit_record_path(out, unit.unit_id), {"unit_id": unit.unit_id, "group_id": unit.group_id,
                                                                "runs": recs})
     return "done"
 
 
-def _run_info(diverged_at: int, steps_done: int, finished: bool) -> dict:
+def _run_info(diverged_at: int, steps_done: int, finished: bool, stopped_at: int = -1) -> dict:
+    """status and steps_done of a run: diverged (steps before the non-finite one), stopped by
+    train.stop_when_generalized (at its stop step), else done / running at ``steps_done``."""
     if diverged_at >= 0:
         return {"status": "diverged", "steps_done": max(0, diverged_at - 1), "diverged_step": diverged_at}
+    if stopped_at >= 0:
+        return {"status": "stopped", "steps_done": stopped_at, "diverged_step": None}
     return {"status": "done" if finished else "running", "steps_done": steps_done, "diverged_step": None}
 
 

@@ -88,8 +88,9 @@ def remove_part(path: Path) -> None:
 
 
 def curve_rows(unit: Unit, steps: np.ndarray, host: dict, split_names: Sequence[str],
-               diverged_at: np.ndarray) -> pd.DataFrame:
-    """Long-format rows for the unit's real runs (padding dropped), cut at each run's divergence."""
+               diverged_at: np.ndarray, stopped_at: np.ndarray | None = None) -> pd.DataFrame:
+    """Long-format rows for the unit's real runs (padding dropped), cut at each run's divergence and
+    after its stop step (train.stop_when_generalized; -1: not stopped)."""
     n, E, S = len(unit.runs), len(steps), len(split_names)
     if E == 0:
         return pd.DataFrame()
@@ -106,6 +107,9 @@ def curve_rows(unit: Unit, steps: np.ndarray, host: dict, split_names: Sequence[
         df[k] = np.broadcast_to(host[k][:, :n, None], shape).ravel().astype(np.float64)
     div = np.broadcast_to(diverged_at[None, :n, None], shape).ravel()
     keep = (div < 0) | (df["step"].to_numpy() < div)
+    if stopped_at is not None:
+        stop = np.broadcast_to(np.asarray(stopped_at)[None, :n, None], shape).ravel()
+        keep &= (stop < 0) | (df["step"].to_numpy() <= stop)
     return df[keep].reset_index(drop=True)
 
 

@@ -1,0 +1,112 @@
+"""train.stop_when_generalized: a stopped run's labels equal the run trained to the budget, a run
+that has not generalised is never stopped, curves end at the stop step, and run ids of specs
+without the key are unchanged."""
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from gsweep.spec import from_dict
+from gsweep.train.step import RunState, StepConfig, update_stop
+from gsweep.train.sweep import run_sweep
+from tests.conftest import tiny_spec_dict
+
+CURVE_KEY = ["run_id", "step", "split"]
+STOP = 30  # steps every split must stay at or above the threshold
+SETTINGS = ["task.data_frac", "train.weight_decay", "seed"]
+
+
+def _spec(stop: int, batching: str = "map") -> dict:
+    # p = 11: at data fraction 0.9 and weight decay 1 test accuracy reaches 0.99 well within the
+    # budget (the run stops); at weight decay 0 and fraction 0.3 it does not (it trains to the end)
+    return tiny_spec_dict(task={"p": 11, "data_frac": [0.3, 0.9]},
+                          train={"steps": 240, "eval_every": 10, "early_evals": 2, "lr": 0.01,
+                                 "weight_decay": [0.0, 1.0], "batching": batching,
+                                 **({"stop_when_generalized": stop} if stop else {})})
+
+
+def _run(tmp_path, name, d):
+    res = run_sweep(from_dict(d, f"{name}.yaml"), tmp_path / name, progress=False, n_devices=1)
+    curves = pd.read_parquet(tmp_path / name / "curves.parquet")
+    return res.runs.set_index(SETTINGS).sort_index(), curves
+
+
+def _labels(runs: pd.DataFrame) -> list[str]:
+    return ["t_fit", "t_gen", "phase", *[c for c in runs.columns if c.startswith("t_") and not c.endswith("_stable")]]
+
+
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_stopped_runs_keep_the_labels_of_the_full_run(tmp_path, batching):
+    full, c_full = _run(tmp_path, "full", _spec(0, batching))
+    stop, c_stop = _run(tmp_path, "stop", _spec(STOP, batching))
+    steps = 240
+    assert (full["status"] == "done").all() and (full["steps_done"] == steps).all()
+    stopped = stop["status"] == "stopped"
+    assert stopped.any(), "the setting must stop a run that generalised early"
+    assert (stop.loc[stopped, "steps_done"] < steps).all()
+    # labels that decide the map are those of the run trained to the budget
+    for col in _labels(full):
+        pd.testing.assert_series_equal(stop[col], full[col], check_names=False)
+    for key, row in stop[stopped].iterrows():
+        # stopped only after every split stayed >= threshold for STOP steps
+        assert row["steps_done"] - max(row["t_fit"], row["t_gen"]) >= STOP
+        cs = c_stop[c_stop["run_id"] == row["run_id"]].sort_values(["step", "split"]).reset_index(drop=True)
+        assert cs["step"].max() == row["steps_done"], "curves end at the stop step"
+        fid = full.loc[key, "run_id"]
+        cf = c_full[(c_full["run_id"] == fid) & (c_full["step"] <= row["steps_done"])]
+        cf = cf.sort_values(["step", "split"]).reset_index(drop=True)
+        assert len(cf) == len(cs)
+        if batching == "map":  # the same program up to the stop: bitwise
+            np.testing.assert_array_equal(cs["loss"], cf["loss"])
+            np.testing.assert_array_equal(cs["acc"], cf["acc"])
+        else:
+            np.testing.assert_allclose(cs["loss"], cf["loss"], rtol=2e-4, atol=1e-6)
+    # runs that did not generalise in time are never stopped
+    never = full["t_gen"].isna()
+    assert never.any()
+    assert (stop.loc[never, "status"] == "done").all() and (stop.loc[never, "steps_done"] == steps).all()
+
+
+def _state(**kw) -> RunState:
+    base = dict(params={}, opt_state=(), filter_state=(), key=jnp.zeros(2, jnp.uint32), hyper={},
+                diverged_at=jnp.int32(-1), loss_sum=jnp.float32(0), osc_sum=jnp.float32(0), n_loss=jnp.int32(0),
+                n_osc=jnp.int32(0), prev1=jnp.float32(0), prev2=jnp.float32(0),
+                stopped_at=jnp.int32(-1), streak_from=jnp.int32(-1))
+    base.update({k: jnp.int32(v) for k, v in kw.items()})
+    return RunState(**base)
+
+
+def test_stop_waits_for_every_split_for_n_steps():
+    cfg = StepConfig(batch_size=0, fourier_p=None, stop_after=200, threshold=0.99)
+    st = _state()
+    trace = []
+    # (evaluated step, accuracies per split)
+    for at, acc in [(100, [1.0, 0.5]), (200, [1.0, 0.995]), (300, [1.0, 0.98]), (400, [1.0, 1.0]),
+                    (500, [1.0, np.nan]), (600, [1.0, 1.0]), (700, [1.0, 1.0]), (800, [1.0, 1.0])]:
+        st = update_stop(cfg, st, {"acc": jnp.asarray(acc, jnp.float32)}, jnp.int32(at - 1))
+        trace.append((int(st.streak_from), int(st.stopped_at)))
+    # a relapse (300) and an empty split's NaN (500) break the streak; 600..800 spans 200 steps
+    assert trace == [(-1, -1), (200, -1), (-1, -1), (400, -1), (-1, -1), (600, -1), (600, -1), (600, 800)]
+    # once stopped it stays stopped; a diverged run is never stopped
+    assert int(update_stop(cfg, st, {"acc": jnp.zeros(2)}, jnp.int32(899)).stopped_at) == 800
+    d = _state(diverged_at=50, streak_from=100)
+    assert int(update_stop(cfg, d, {"acc": jnp.ones(2)}, jnp.int32(999)).stopped_at) == -1
+    # off: nothing changes (and the state holds no stop fields)
+    off = StepConfig(batch_size=0, fourier_p=None)
+    st_off = _state().replace(stopped_at=(), streak_from=())
+    assert update_stop(off, st_off, {"acc": jnp.ones(2)}, jnp.int32(10)) is st_off
+
+
+def test_run_ids_without_the_key_are_unchanged():
+    d = tiny_spec_dict(train={"weight_decay": [0.0, 1.0]}, seeds=2)
+    base = from_dict(d).runs()
+    explicit = from_dict(tiny_spec_dict(train={"weight_decay": [0.0, 1.0], "stop_when_generalized": 0},
+                                        seeds=2)).runs()
+    on = from_dict(tiny_spec_dict(train={"weight_decay": [0.0, 1.0], "stop_when_generalized": 50},
+                                  seeds=2)).runs()
+    assert [r.run_id for r in base] == [r.run_id for r in explicit]
+    assert [r.group_id for r in base] == [r.group_id for r in explicit]
+    # on, it changes steps_done and curves: part of the run id and of the compiled program
+    assert not {r.run_id for r in base} & {r.run_id for r in on}
+    assert {r.group_id for r in base}.isdisjoint({r.group_id for r in on})
