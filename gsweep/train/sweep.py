@@ -326,8 +326,11 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
                 remove_part(p)
     n = len(unit.runs)
     diverged = np.full(n, -1)
-    stopped = np.full(n, -1)
-    for c in range(start, prog.n_chunks):
+    stopped = to_host(states.stopped_at)[:n] if prog.stops else np.full(n, -1)  # restored: as checkpointed
+    if prog.stops and start:
+        diverged = to_host(states.diverged_at)[:n]
+    decided0 = prog.stops and bool(np.all((stopped >= 0) | (diverged >= 0)))  # a unit that ended early, resumed
+    for c in range(start, start if decided0 else prog.n_chunks):
         states, host, steps = prog.train_chunk(states, c, u)
         diverged = to_host(states.diverged_at)[:n]
         if prog.stops:
