@@ -63,7 +63,8 @@ def output_path(res: Results, out: str | None, default_name: str) -> Path:
             path = path / default_name
         elif path.suffix.lower() not in SUFFIXES:
             raise UserError(f"--out {out}: the suffix picks the format; use one of {', '.join(SUFFIXES)}")
-        if not Path(out).parent.is_dir():  # a typo must not create a tree of folders
+        own = path.parent.resolve() == (res.path / "plots").resolve()  # the results dir's own plots/
+        if not own and not Path(out).parent.is_dir():  # a typo must not create a tree of folders
             raise UserError(f"--out {out}: no such folder {Path(out).parent}; create it first")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

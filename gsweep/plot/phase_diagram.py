@@ -289,17 +289,8 @@ def draw(res: Results, d: PhaseDiagramData):
         axes[j // ncols][j % ncols].set_visible(False)
 
     budget = res.budget
-    if d.metric == "phase":
-        handles = [Patch(facecolor=PHASE_COLORS[p], label=p) for p in PHASES]
-        if (d.cells["phase"] == "diverged").any():
-            handles.append(Patch(facecolor=DIVERGED_COLOR, label="all runs diverged"))
-        fig.legend(handles=handles, loc="outside right center", frameon=False,
-                   title="phase\n(text: runs agreeing\nwith the majority)")
-    else:
-        sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
-        cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
-        label = common.metric_label(d.metric, res.threshold)
-        cb.set_label(("median " if not d.step_metric else "Kaplan-Meier median, ") + label, fontsize=9)
+    cb = add_key(fig, axes, d, res)
+    if cb is not None:
         if d.step_metric:
             fmt = FuncFormatter(lambda v, _: common.fmt_steps(v))
             cb.ax.yaxis.set_major_formatter(fmt)
@@ -329,3 +320,19 @@ def phase_diagram_command(res: Results, args) -> int:
     fig = draw(res, d)
     common.save(fig, common.output_path(res, getattr(args, "out", None), f"phase-diagram-{d.metric}.png"))
     return 0
+
+
+def add_key(fig, axes, d, res):
+    """The phase legend (metric 'phase') or the metric's colorbar (returned) beside ``axes``."""
+    if d.metric == "phase":
+        handles = [Patch(facecolor=PHASE_COLORS[p], label=p) for p in PHASES]
+        if (d.cells["phase"] == "diverged").any():
+            handles.append(Patch(facecolor=DIVERGED_COLOR, label="all runs diverged"))
+        fig.legend(handles=handles, loc="outside right center", frameon=False,
+                   title="phase\n(text: runs agreeing\nwith the majority)")
+        return None
+    sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
+    cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
+    label = common.metric_label(d.metric, res.threshold)
+    cb.set_label(("median " if not d.step_metric else "Kaplan-Meier median, ") + label, fontsize=9)
+    return cb

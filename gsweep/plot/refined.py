@@ -17,7 +17,6 @@ import math
 import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.patches import Patch
 
 from gsweep.plot import common
 
@@ -62,8 +61,7 @@ def _ticks(values: list, tf, limit: int = 9) -> tuple[list[float], list[str]]:
 
 def draw_refined(res, d):
     """The figure for ``d`` (a PhaseDiagramData of a refined results dir), one panel per facet value."""
-    from gsweep.metrics.labels import PHASES
-    from gsweep.plot.phase_diagram import CMAP, DIVERGED_COLOR, PHASE_COLORS
+    from gsweep.plot.phase_diagram import add_key
     from gsweep.refine import grid_values
 
     spec = res.spec or {}
@@ -123,17 +121,7 @@ def draw_refined(res, d):
                                    for k, v in zip(d.facets, fval, strict=True)), fontsize=10)
     for j in range(nf, nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
-    if d.metric == "phase":
-        handles = [Patch(facecolor=PHASE_COLORS[p], label=p) for p in PHASES]
-        if (d.cells["phase"] == "diverged").any():
-            handles.append(Patch(facecolor=DIVERGED_COLOR, label="all runs diverged"))
-        fig.legend(handles=handles, loc="outside right center", frameon=False,
-                   title="phase\n(text: runs agreeing\nwith the majority)")
-    else:
-        sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
-        cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
-        cb.set_label(("median " if not d.step_metric else "Kaplan-Meier median, ")
-                     + common.metric_label(d.metric, res.threshold), fontsize=9)
+    add_key(fig, axes, d, res)
     zero = " (0 drawn one grid step below the smallest positive value)" if (
         (xlog and 0 in [float(v) for v in d.x_values]) or (ylog and 0 in [float(v) for v in d.y_values])) else ""
     shown = _points_with_runs(spec.get("points") or [], res.runs)
