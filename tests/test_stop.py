@@ -111,3 +111,83 @@ def test_run_ids_without_the_key_are_unchanged():
     # on, it changes steps_done and curves: part of the run id and of the compiled program
     assert not {r.run_id for r in base} & {r.run_id for r in on}
     assert {r.group_id for r in base}.isdisjoint({r.group_id for r in on})
+
+
+# -- the batched path: a chunk whose runs have mostly stopped continues at a smaller width --------
+
+def _narrowing_spec() -> dict:
+    # 8 runs; at data fraction 0.9 four of them stop by step 120 (of 240): from there the chunk of 8
+    # continues at width 4 (one device)
+    d = _spec(STOP, "vmap")
+    d["task"]["data_frac"], d["train"]["weight_decay"], d["seeds"] = [0.3, 0.9], [0.3, 1.0], 2
+    d["train"]["checkpoint_every"] = 1
+    return d
+
+
+def test_narrow_width_halves_and_holds_the_live_runs():
+    from gsweep.train.engine import live_rows, narrow_width
+    assert [narrow_width(k, 8, 1) for k in range(9)] == [1, 1, 2, 4, 4, 8, 8, 8, 8]
+    assert [narrow_width(k, 12, 4) for k in (0, 4, 5, 8, 9, 12)] == [4, 4, 8, 8, 12, 12]
+    assert narrow_width(3, 4, 4) == 4  # never below the device count
+    stopped = np.array([80, -1, 90, -1, -1, -1, 120, 100])
+    diverged = np.array([-1, -1, -1, -1, 30, -1, -1, -1])
+    # 3 real runs still training (1, 3, 5), then one decided row to fill width 4; padding rows
+    # (>= n = 7) never count as live
+    assert live_rows(stopped, diverged, 7, 8, 1).tolist() == [1, 3, 5, 0]
+
+
+def test_batched_stop_narrows_the_chunk_with_bounded_compiles(tmp_path):
+    import json
+
+    from gsweep.train.engine import TRACE_COUNT
+    TRACE_COUNT.clear()
+    d = _narrowing_spec()
+    runs, _ = _run(tmp_path, "narrow", d)
+    (g,) = json.loads((tmp_path / "narrow" / "meta.json").read_text())["groups"].values()
+    R, steps = g["runs_per_chunk"], d["train"]["steps"]
+    assert R == 8 and min(g["widths"]) < R, g
+    # one compiled program per width, and only halvings of R: at most log2(R) + 1 of them
+    assert g["traces"] == len(g["widths"]) <= 4
+    assert g["row_steps"] < R * steps  # the freed rows were not computed
+    # the runs still training after the narrowing are those of the full-width batched run
+    d_full = _narrowing_spec()
+    del d_full["train"]["stop_when_generalized"]
+    full, _ = _run(tmp_path, "wide", d_full)
+    for col in _labels(full):
+        pd.testing.assert_series_equal(runs[col], full[col], check_names=False)
+    assert (runs["status"] == "stopped").sum() >= 4
+
+
+def test_sigkill_after_narrowing_then_resume_equals_uninterrupted(tmp_path):
+    """SIGKILL after the chunk narrowed (rows of step-chunk 6 written, its checkpoint not yet), then
+    the same command: the resumed unit narrows again at once and ends bitwise equal."""
+    import os
+    import signal
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import ROOT, gsweep_cmd
+    f = tmp_path / "narrow.yaml"
+    f.write_text(yaml.safe_dump(_narrowing_spec()))
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    outs = {}
+    for name, hook in (("whole", None), ("cut", "after_part:6")):
+        out = tmp_path / name
+        e = {**env, "GSWEEP_TEST_KILL": hook} if hook else env
+        p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, env=e, capture_output=True,
+                           text=True, timeout=600)
+        if hook:
+            assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+            p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=600)
+            assert "resuming at step 150" in p.stderr, p.stderr[-2000:]
+        assert p.returncode == 0, p.stderr[-2000:]
+        outs[name] = out
+    import json
+    g = next(iter(json.loads((outs["whole"] / "meta.json").read_text())["groups"].values()))
+    assert min(g["widths"]) < g["runs_per_chunk"], "the uninterrupted run must have narrowed before the kill"
+    for table, key in (("runs.parquet", ["run_id"]), ("curves.parquet", CURVE_KEY)):
+        a = pd.read_parquet(outs["whole"] / table).sort_values(key).reset_index(drop=True)
+        b = pd.read_parquet(outs["cut"] / table).sort_values(key).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)

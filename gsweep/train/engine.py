@@ -100,6 +100,8 @@ class GroupProgram:
                  batching: str = "auto", threshold: float = 0.99):
         self.group_id = group_id
         self.chunk_times: list[float] = []  # wall seconds of each train_chunk call
+        self.row_steps = 0  # steps computed by the chunk programs, summed over their rows (padding included)
+        self.widths: set[int] = set()  # narrower widths a unit continued at (train.stop_when_generalized)
         self.batching = resolve_batching(batching)
         self._runs = list(runs)
         self.mesh = mesh or make_mesh()
@@ -142,6 +144,11 @@ class GroupProgram:
                                            out_specs=(run, run, run), check_vma=False), donate_argnums=(0,))
         self._init = jax.jit(self._init_states, out_shardings=self.run_sh)
         self._init_local = jax.jit(self._init_states)
+        # train.stop_when_generalized on the batched path: the chunk continues at a smaller width
+        self._take = jax.jit(lambda tree, i: jax.tree.map(lambda x: jnp.take(x, i, axis=0), tree),
+                             out_shardings=self.run_sh)
+        self._put = jax.jit(lambda full, part, i: jax.tree.map(lambda f, p: f.at[i].set(p), full, part),
+                            out_shardings=self.run_sh, donate_argnums=(0,))
 
     # -- per-run inputs ------------------------------------------------------------------------
 
@@ -324,6 +331,25 @@ class GroupProgram:
         self.chunk_times.append(time.perf_counter() - t0)  # wall seconds per call (compile included in the first)
         return states, host, steps
 
+    # -- narrower chunks of a unit whose runs have mostly stopped (vmap + stop_when_generalized) --
+
+    @property
+    def shrinks(self) -> bool:
+        """Whether a unit's decided runs leave the batch: only the batched path with the stop setting
+        (the ``map`` path skips a stopped run's steps inside its loop already)."""
+        return self.stops and self.batching != "map"
+
+    def take_rows(self, tree, rows: np.ndarray):
+        """Rows ``rows`` of every run-axis leaf of ``tree`` (a RunState or UnitArrays), sharded over 'runs'."""
+        i = put_global(np.asarray(rows, np.int32), self.rep_sh)
+        if isinstance(tree, UnitArrays):
+            return UnitArrays(**self._take(dataclasses.asdict(tree), i))
+        return self._take(tree, i)
+
+    def put_rows(self, full, part, rows: np.ndarray):
+        """``full`` with rows ``rows`` replaced by ``part``'s (``full`` is donated)."""
+        return self._put(full, part, put_global(np.asarray(rows, np.int32), self.rep_sh))
+
     def resize(self, runs_per_chunk: int) -> GroupProgram:
         """Change R, the runs of one compiled call (rounded up to the device count); nothing is
         compiled until the next call, which compiles for the new shapes."""
@@ -369,6 +395,29 @@ class GroupProgram:
             raise RuntimeError(f"XLA reports no memory analysis on backend {jax.default_backend()!r}")
         return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
                    + m.temp_size_in_bytes)
+
+
+def narrow_width(live: int, R: int, n_dev: int) -> int:
+    """The width a chunk of R runs continues at when ``live`` of them still train: the smallest of
+    R, R/2, R/4, ... (each rounded up to a multiple of the device count) that holds them. Only these
+    widths are ever compiled, so a group compiles at most log2(R / n_dev) + 1 chunk programs, and
+    the width is a function of the live count alone (a resumed unit continues at the width the
+    uninterrupted one had)."""
+    w, k = R, 1
+    while True:
+        nxt = _round_up(max(1, math.ceil(R / 2**k)), n_dev)
+        if nxt >= w or nxt < live:
+            return w
+        w, k = nxt, k + 1
+
+
+def live_rows(stopped_R: np.ndarray, diverged_R: np.ndarray, n: int, R: int, n_dev: int) -> np.ndarray:
+    """The rows a narrowed chunk keeps: the real runs (rows < n) still training, in row order, then
+    the first decided or padding rows to fill the width (frozen or ignored; they change nothing)."""
+    live = np.flatnonzero((stopped_R[:n] < 0) & (diverged_R[:n] < 0))
+    w = narrow_width(len(live), R, n_dev)
+    rest = np.setdiff1d(np.arange(R), live)[: w - len(live)]
+    return np.concatenate([live, rest]).astype(np.int64)
 
 
 def resolve_batching(batching: str) -> str:

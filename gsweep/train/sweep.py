@@ -236,6 +236,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                             label = f"[{gi + 1}/{len(groups)} {gid} runs {len(unit.runs)}]"
                             st = _train_unit(out, unit, prog, checkpoint, to_host, prog_bar, label, sig,
                                              in_progress, is_main, on_start, rollback)
+                            meta["groups"][gid].update(row_steps=prog.row_steps,
+                                                       widths=sorted(prog.widths | {prog.R}, reverse=True))
                             if "compile_s" not in meta["groups"][gid] and prog.chunk_times:
                                 meta["groups"][gid].update(compile_seconds(prog.chunk_times, sizing.sizing_s))
                             if st == "interrupted":
@@ -307,6 +309,7 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
     oom_above = os.environ.get("GSWEEP_TEST_OOM_ABOVE")  # test-only: pretend R runs do not fit
     if oom_above and prog.R > int(oom_above):
         raise DeviceOOM(f"RESOURCE_EXHAUSTED: test hook: {prog.R} runs per chunk > {oom_above}")
+    from gsweep.train.engine import live_rows
     ckpt_dir = out / CKPT / unit.unit_id
     every = int(unit.runs[0].settings["train.checkpoint_every"])
     u = prog.unit_arrays(unit.runs)
@@ -324,26 +327,47 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         for p in (out / PARTS).glob(f"{unit.unit_id}-*.parquet"):
             if int(p.stem.rsplit("-", 1)[1]) >= start:
                 remove_part(p)
-    n = len(unit.runs)
-    diverged = np.full(n, -1)
-    stopped = to_host(states.stopped_at)[:n] if prog.stops else np.full(n, -1)  # restored: as checkpointed
-    if prog.stops and start:
-        diverged = to_host(states.diverged_at)[:n]
+    n, R = len(unit.runs), prog.R
+    diverged_R, stopped_R = np.full(R, -1), np.full(R, -1)
+    if prog.stops:  # restored: as checkpointed
+        stopped_R = np.array(to_host(states.stopped_at))
+        if start:
+            diverged_R = np.array(to_host(states.diverged_at))
+    diverged, stopped = diverged_R[:n], stopped_R[:n]
     decided0 = prog.stops and bool(np.all((stopped >= 0) | (diverged >= 0)))  # a unit that ended early, resumed
+    # rows: the unit's rows the chunk program trains. All R of them, unless train.stop_when_generalized
+    # on the batched path has narrowed the chunk to the runs still training (act = their states)
+    rows, act, act_u = np.arange(R), states, u
     for c in range(start, start if decided0 else prog.n_chunks):
-        states, host, steps = prog.train_chunk(states, c, u)
-        diverged = to_host(states.diverged_at)[:n]
+        if prog.shrinks:
+            keep = live_rows(stopped_R, diverged_R, n, R, prog.n_dev)
+            if len(keep) < len(rows):
+                if len(rows) < R:
+                    states = prog.put_rows(states, act, rows)
+                rows, act, act_u = keep, prog.take_rows(states, keep), prog.take_rows(u, keep)
+                prog.widths.add(len(rows))
+        busy = len(rows) if prog.shrinks or not prog.stops else int(np.sum((stopped_R < 0) & (diverged_R < 0)))
+        prog.row_steps += busy * (min((c + 1) * prog.K, prog.steps) - min(c * prog.K, prog.steps))
+        act, host, steps = prog.train_chunk(act, c, act_u)
+        if len(rows) == R:
+            states = act
+        else:  # the decided rows' metrics are cut by curve_rows (after their stop step) anyway
+            host = {k: _widen(v, rows, R) for k, v in host.items()}
+        diverged_R[rows] = to_host(act.diverged_at)
         if prog.stops:
-            stopped = to_host(states.stopped_at)[:n]
+            stopped_R[rows] = to_host(act.stopped_at)
+        diverged, stopped = diverged_R[:n], stopped_R[:n]
         if is_main:
-            rows = curve_rows(unit, steps, host, prog.split_names, diverged, stopped)
-            write_part(part_path(out, unit.unit_id, c), rows)
+            rows_df = curve_rows(unit, steps, host, prog.split_names, diverged, stopped)
+            write_part(part_path(out, unit.unit_id, c), rows_df)
             _test_hook("after_part", c + 1)
         done_steps = min((c + 1) * prog.K, prog.steps)
         # train.stop_when_generalized: once every run of the unit has stopped (or diverged), the unit ends
         decided = prog.stops and bool(np.all((stopped >= 0) | (diverged >= 0)))
         last = c == prog.n_chunks - 1 or decided
         if (c + 1) % every == 0 or last or sig.caught:
+            if len(rows) < R:
+                states = prog.put_rows(states, act, rows)
             checkpoint.save(ckpt_dir, c + 1, states, record)
         bar.update(label, prog.steps if last else done_steps, prog.steps,
                    ((prog.steps if last else done_steps) - min(c * prog.K, prog.steps)) * n, final=last)
@@ -360,6 +384,13 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         store.write_json(unit_record_path(out, unit.unit_id), {"unit_id": unit.unit_id, "group_id": unit.group_id,
                                                                "runs": recs})
     return "done"
+
+
+def _widen(v: np.ndarray, rows: np.ndarray, R: int) -> np.ndarray:
+    """Metrics [E, len(rows), ...] of a narrowed chunk back at the unit's width R (NaN elsewhere)."""
+    out = np.full((v.shape[0], R, *v.shape[2:]), np.nan, v.dtype)
+    out[:, rows] = v
+    return out
 
 
 def _run_info(diverged_at: int, steps_done: int, finished: bool, stopped_at: int = -1) -> dict:
