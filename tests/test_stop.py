@@ -156,6 +156,13 @@ def test_batched_stop_narrows_the_chunk_with_bounded_compiles(tmp_path):
     for col in _labels(full):
         pd.testing.assert_series_equal(runs[col], full[col], check_names=False)
     assert (runs["status"] == "stopped").sum() >= 4
+    # on 4 devices the rows are sharded: the narrowed chunk (width 4, one row per device) agrees too
+    res4 = run_sweep(from_dict(d, "narrow4.yaml"), tmp_path / "narrow4", progress=False)
+    (g4,) = json.loads((tmp_path / "narrow4" / "meta.json").read_text())["groups"].values()
+    assert g4["widths"] == [8, 4], g4
+    r4 = res4.runs.set_index(SETTINGS).sort_index()
+    for col in _labels(full):
+        pd.testing.assert_series_equal(r4[col], full[col], check_names=False)
 
 
 def test_sigkill_after_narrowing_then_resume_equals_uninterrupted(tmp_path):
