@@ -11,6 +11,8 @@ DEVSTAMP := $(VENV)/.installed-dev
 # sweeps/default.yaml on an accelerator host, sweeps/quick.yaml on a CPU-only one.
 SWEEP   ?= $(if $(EXTRA),sweeps/default.yaml,sweeps/quick.yaml)
 ARGS    ?=
+# the sweep's results dir is results/<its name:> (read without starting Python)
+NAME    := $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWEEP) | head -1)
 
 .PHONY: install sweep test lint bench plots clean help
 
@@ -23,7 +25,6 @@ help:
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.$(if $(EXTRA),[$(EXTRA)],)'
 	touch $(STAMP)
 
@@ -37,8 +38,8 @@ install: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/python -m gsweep run $(SWEEP) $(ARGS)
-	$(BIN)/python -m gsweep plot phase-diagram results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
-	$(BIN)/python -m gsweep report results/$$($(BIN)/python -c "import yaml,sys; print(yaml.safe_load(open('$(SWEEP)'))['name'])")
+	$(BIN)/python -m gsweep plot phase-diagram results/$(NAME)
+	$(BIN)/python -m gsweep report results/$(NAME)
 
 test: $(DEVSTAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
