@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what a sweep will cost here: runs per chunk, memory, estimated wall time")
     p.add_argument("sweep")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a leaf of the spec")
-    p.add_argument("--probe-steps", type=int, default=5, help="steps per timed probe chunk (default 5)")
+    p.add_argument("--probe-steps", type=int, default=1, help="steps per timed probe call (default 1)")
     p.set_defaults(fn=_plan)
 
     p = sub.add_parser("replay", help="re-train one run alone and save its parameters at chosen steps")
