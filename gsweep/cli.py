@@ -63,6 +63,8 @@ def _bench(a):
 def _report(a):
     from gsweep.report import report_command
     return report_command(a)
+
+
 def _plan(a):
     from gsweep.plan import plan_command
     return plan_command(a)
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", action="store_true", help="accept a grid of more than 100,000 runs")
     p.add_argument("--rollback", action="store_true",
                    help="resume from the previous good checkpoint when the latest one is damaged")
+    p.add_argument("--phase-diagram", action="store_true",
+                   help="then draw the phase diagram, as `gsweep plot phase-diagram OUT` (in this process)")
+    p.add_argument("--report", action="store_true",
+                   help="then write OUT/report.html, as `gsweep report OUT` (in this process)")
     p.set_defaults(fn=_run)
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid size")
