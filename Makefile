@@ -11,8 +11,6 @@ DEVSTAMP := $(VENV)/.installed-dev
 # sweeps/default.yaml on an accelerator host, sweeps/quick.yaml on a CPU-only one.
 SWEEP   ?= $(if $(EXTRA),sweeps/default.yaml,sweeps/quick.yaml)
 ARGS    ?=
-# the sweep's results dir is results/<its name:> (read without starting Python)
-NAME    := $(shell sed -n 's/^name:[[:space:]]*\([^[:space:]#]*\).*/\1/p' $(SWEEP) | head -1)
 
 .PHONY: install sweep test lint bench plots clean help
 
@@ -23,9 +21,14 @@ help:
 	@echo "make bench   throughput against gsweep's PyTorch peer (installs the [bench] extra)"
 	@echo "ACCEL=cpu|cuda|tpu overrides the detection"
 
+# The install: the current pip (python3 -m venv brings an older one, which took ~15 s longer for the
+# same packages, measured on a 2-core CPU); no bytecode for all ~7,800 files of the dependencies
+# (~40 s), scripts/precompile.py writes it for the ~1,600 modules a sweep loads.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.$(if $(EXTRA),[$(EXTRA)],)'
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile -e '.$(if $(EXTRA),[$(EXTRA)],)'
+	$(BIN)/python scripts/precompile.py
 	touch $(STAMP)
 
 $(DEVSTAMP): $(STAMP)
@@ -36,10 +39,10 @@ comma := ,
 
 install: $(STAMP)
 
+# One process: the sweep, then its phase diagram and report.html in its results dir (as `gsweep plot
+# phase-diagram DIR` and `gsweep report DIR` would; --out in ARGS moves all three).
 sweep: $(STAMP)
-	$(BIN)/python -m gsweep run $(SWEEP) $(ARGS)
-	$(BIN)/python -m gsweep plot phase-diagram results/$(NAME)
-	$(BIN)/python -m gsweep report results/$(NAME)
+	$(BIN)/python -m gsweep run $(SWEEP) --phase-diagram --report $(ARGS)
 
 test: $(DEVSTAMP)
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \

@@ -63,6 +63,8 @@ def _bench(a):
 def _report(a):
     from gsweep.report import report_command
     return report_command(a)
+
+
 def _plan(a):
     from gsweep.plan import plan_command
     return plan_command(a)
@@ -104,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-large", action="store_true", help="accept a grid of more than 100,000 runs")
     p.add_argument("--rollback", action="store_true",
                    help="resume from the previous good checkpoint when the latest one is damaged")
+    p.add_argument("--phase-diagram", action="store_true",
+                   help="then draw the phase diagram, as `gsweep plot phase-diagram OUT` (in this process)")
+    p.add_argument("--report", action="store_true",
+                   help="then write OUT/report.html, as `gsweep report OUT` (in this process)")
     p.set_defaults(fn=_run)
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid size")
@@ -200,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="what a sweep will cost here: runs per chunk, memory, estimated wall time")
     p.add_argument("sweep")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a leaf of the spec")
-    p.add_argument("--probe-steps", type=int, default=5, help="steps per timed probe chunk (default 5)")
+    p.add_argument("--probe-steps", type=int, default=1, help="steps per timed probe call (default 1)")
     p.set_defaults(fn=_plan)
 
     p = sub.add_parser("replay", help="re-train one run alone and save its parameters at chosen steps")

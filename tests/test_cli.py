@@ -65,6 +65,36 @@ def test_rerun_of_a_finished_sweep_trains_nothing(ci_tiny):
     assert "resuming" not in p.stderr
 
 
+def test_run_then_phase_diagram_and_report_in_one_process(ci_tiny, tmp_path):
+    """`gsweep run --phase-diagram --report` (what `make sweep` runs) writes what `gsweep plot
+    phase-diagram DIR` and `gsweep report DIR` write; without the flags, neither is written."""
+    out, _ = ci_tiny
+    png, html = out / "plots" / "phase-diagram-phase.png", out / "report.html"
+    assert not png.exists() and not html.exists()
+    p = run("run", "sweeps/ci-tiny.yaml", "--out", out, "--phase-diagram", "--report", "--quiet")
+    assert png.exists() and html.exists()
+    assert f"wrote {png}" in p.stdout and f"wrote {html}" in p.stdout
+    run("plot", "phase-diagram", out, "--out", tmp_path / "alone.png")
+    assert (tmp_path / "alone.png").read_bytes() == png.read_bytes()
+    run("report", out, "--out", tmp_path / "alone.html")
+    assert abs((tmp_path / "alone.html").stat().st_size - html.stat().st_size) < 100  # up to its timestamp
+
+
+def test_make_sweep_is_one_gsweep_process(tmp_path):
+    import shutil
+    if not shutil.which("make"):
+        pytest.skip("make is not installed")
+    p = subprocess.run(["make", "-n", "sweep", f"VENV={tmp_path / 'venv'}", "SWEEP=sweeps/ci-tiny.yaml", "ACCEL=cpu"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    lines = [ln.rstrip() for ln in p.stdout.splitlines()]
+    assert p.returncode == 0, p.stderr
+    gs = [ln for ln in lines if "-m gsweep" in ln]
+    assert len(gs) == 1 and gs[0].endswith("-m gsweep run sweeps/ci-tiny.yaml --phase-diagram --report")
+    assert not any("yaml" in ln and "python -c" in ln for ln in lines)  # no interpreter just to read the name
+    assert any("pip install -q --no-compile -e" in ln for ln in lines)
+    assert any(ln.endswith("python scripts/precompile.py") for ln in lines)
+
+
 def test_validate_prints_grid():
     p = run("validate", "sweeps/ci-tiny.yaml", "--set", "seeds=3")
     assert "12 runs" in p.stdout

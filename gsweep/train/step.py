@@ -120,6 +120,13 @@ def init_run(model, x_example_BxT, key, hyper: Hyper, cfg: StepConfig | None = N
     cfg = cfg or StepConfig(batch_size=0, fourier_p=None)
     init_key = jax.random.fold_in(key, 0)
     params = model.init(init_key, x_example_BxT)["params"]
+    return state_from_params(params, key, hyper, cfg)
+
+
+def state_from_params(params, key, hyper: Hyper, cfg: StepConfig) -> RunState:
+    """A run's initial state around freshly drawn ``params`` (scaled here by the run's init_scale):
+    the optimizer's and filters' state, the bookkeeping. ``gsweep plan`` builds its probe's state
+    from host-drawn parameters with it (drawing them under jit costs a compile of its own)."""
     params = jax.tree.map(lambda p: p * hyper["model.init_scale"], params)
     opt_state = optimizer_of(cfg, hyper).init(params)
     filt = grad_filter(cfg, hyper)

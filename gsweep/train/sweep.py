@@ -464,4 +464,18 @@ def run_command(args) -> int:
         div = int((r["status"] == "diverged").sum())
         print(f"{out}: {len(r)} runs; phases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
               + (f"; diverged {div}" if div else ""))
+        follow_ups(out, phase_diagram=getattr(args, "phase_diagram", False), report=getattr(args, "report", False))
     return 0
+
+
+def follow_ups(out: Path, phase_diagram: bool = False, report: bool = False) -> None:
+    """``gsweep run --phase-diagram --report``: after the sweep, in this process, exactly what
+    ``gsweep plot phase-diagram OUT`` and ``gsweep report OUT`` do (one interpreter start and one
+    set of imports for the three, which is what ``make sweep`` runs)."""
+    argvs = ([["plot", "phase-diagram", str(out)]] if phase_diagram else []) + ([["report", str(out)]] if report else [])
+    if not argvs:
+        return
+    from gsweep.cli import build_parser
+    for argv in argvs:
+        a = build_parser().parse_args(argv)
+        a.fn(a)
