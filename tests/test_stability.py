@@ -77,3 +77,19 @@ def test_stability_summary_counts_and_text():
     assert t["median_steps_to_stable"] == 20.0  # steady 30 - 30 = 0, flicker 60 - 20 = 40
     text = format_stability(s)
     assert "test" in text and "2 of 3" in text
+
+
+def test_stability_counts_runs_held_only_at_the_last_evaluation():
+    # flicker's stable step is 60, its last evaluation (steps_done 60): stayed on one evaluation alone;
+    # steady's is 30, confirmed by three more
+    lab = compute_labels(_curves(CURVES), _runs(CURVES), threshold=0.99)
+    runs = pd.concat([_runs(CURVES), lab], axis=1)
+    t = stability_summary(runs, ["test"])["splits"]["test"]
+    assert t["stayed"] == 2 and t["stayed_last_eval_only"] == 1
+    assert "(1 of them only at the last evaluation" in format_stability({"splits": {"test": t}})
+    # a longer run whose later evaluations confirm it: not counted
+    longer = runs.assign(steps_done=70)
+    assert stability_summary(longer, ["test"])["splits"]["test"]["stayed_last_eval_only"] == 0
+    # without steps_done the count is unknown (None), and the text says nothing about it
+    t2 = stability_summary(runs.drop(columns="steps_done"), ["test"])["splits"]["test"]
+    assert t2["stayed_last_eval_only"] is None and "last evaluation" not in format_stability({"splits": {"test": t2}})

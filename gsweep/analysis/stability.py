@@ -4,7 +4,10 @@ Reads the stability labels of ``runs.parquet`` (:mod:`gsweep.metrics.labels`): p
 runs that reached the threshold at some evaluation, how many stayed at or above it to the end of
 the run (``t_<split>_stable`` present), how many relapsed at least once (``relapses_<split>`` > 0),
 how many ended below it (reached, then lost), and the median steps from first reaching to staying
-(``t_<split>_stable - t_<split>``, over the runs that stayed). Diverged runs are left out.
+(``t_<split>_stable - t_<split>``, over the runs that stayed). A run whose stable step is its last
+evaluation (``t_<split>_stable`` = ``steps_done``: the engine always evaluates the last step) counts as
+stayed on one evaluation alone, with none after it to confirm: those are counted apart
+(``stayed_last_eval_only``). Diverged runs are left out.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from gsweep.metrics.labels import label_column
 
 
 def stability_summary(runs: pd.DataFrame, splits: Sequence[str]) -> dict:
-    """``{"splits": {split: {reached, stayed, relapsed, lost, relapses_total,
-    median_steps_to_stable, max_relapses}}}`` for each split with stability columns in ``runs``."""
+    """``{"splits": {split: {reached, stayed, stayed_last_eval_only, relapsed, lost, relapses_total,
+    median_steps_to_stable, max_relapses}}}`` for each split with stability columns in ``runs``
+    (``stayed_last_eval_only`` is None when ``runs`` has no ``steps_done``)."""
     if "status" in runs:
         runs = runs[~runs["status"].astype(str).eq("diverged")]
     out: dict = {"n_runs": int(len(runs)), "splits": {}}
@@ -33,8 +37,13 @@ def stability_summary(runs: pd.DataFrame, splits: Sequence[str]) -> dict:
         reached = np.isfinite(t0)
         stayed = reached & np.isfinite(ts)
         lag = ts[stayed] - t0[stayed]
+        if "steps_done" in runs:
+            done = pd.to_numeric(runs["steps_done"]).to_numpy(dtype=float, na_value=np.nan)
+            last_only: int | None = int((stayed & (ts >= done)).sum())
+        else:
+            last_only = None
         out["splits"][s] = {
-            "reached": int(reached.sum()), "stayed": int(stayed.sum()),
+            "reached": int(reached.sum()), "stayed": int(stayed.sum()), "stayed_last_eval_only": last_only,
             "relapsed": int((reached & (r > 0)).sum()), "lost": int((reached & ~stayed).sum()),
             "relapses_total": int(r[reached].sum()), "max_relapses": int(r[reached].max()) if reached.any() else 0,
             "median_steps_to_stable": float(np.median(lag)) if len(lag) else None,
@@ -52,8 +61,11 @@ def format_stability(s: dict | None) -> str:
             lines.append(f"    {split}: never reached")
             continue
         lag = v["median_steps_to_stable"]
+        last = v.get("stayed_last_eval_only")
+        last_txt = (f" ({last} of them only at the last evaluation: nothing after it to confirm)"
+                    if last else "")
         lines.append(
-            f"    {split}: stayed in {v['stayed']} of {v['reached']} runs that reached it; relapsed at least once "
+            f"    {split}: stayed in {v['stayed']} of {v['reached']} runs that reached it{last_txt}; relapsed at least once "
             f"in {v['relapsed']} ({v['relapses_total']} falls, at most {v['max_relapses']} in one run); "
             f"ended below in {v['lost']}"
             + (f"; median {lag:g} steps from first reaching to staying" if lag is not None else ""))
