@@ -9,7 +9,10 @@ width every chunk of the group is padded to), under ``vmap`` at the chosen runs 
 calls: one with an evaluation first (it pays the first call's one-time costs), then calls without
 one, repeated for about ``TIME_BUDGET_S`` (at least one) for the seconds per step, then, where it
 is cheap or matters to the estimate, calls with one for the seconds per evaluation (else the first
-call bounds it from above). The estimate is
+call bounds it from above). The probe's runs start from one run's parameters drawn on the host
+(:func:`host_params`; the optimizer state and bookkeeping from
+:func:`gsweep.train.step.state_from_params`): timing needs shapes and finite values, and drawing
+them under jit is a compile of its own. The estimate is
 
     compile + chunks of runs x (R / R_probe) x (steps x s_per_step + evaluations x s_per_eval)
 
