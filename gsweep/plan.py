@@ -9,7 +9,10 @@ width every chunk of the group is padded to), under ``vmap`` at the chosen runs 
 calls: one with an evaluation first (it pays the first call's one-time costs), then calls without
 one, repeated for about ``TIME_BUDGET_S`` (at least one) for the seconds per step, then, where it
 is cheap or matters to the estimate, calls with one for the seconds per evaluation (else the first
-call bounds it from above). The estimate is
+call bounds it from above). The probe's runs start from one run's parameters drawn on the host
+(:func:`host_params`; the optimizer state and bookkeeping from
+:func:`gsweep.train.step.state_from_params`): timing needs shapes and finite values, and drawing
+them under jit is a compile of its own. The estimate is
 
     compile + chunks of runs x (R / R_probe) x (steps x s_per_step + evaluations x s_per_eval)
 
@@ -145,17 +148,18 @@ def _map_sizing(prog, n_runs: int, requested: int, probe, r_probe: int, probe_ar
 
 
 def host_params(abstract_params, seed: int = 0):
-    """Parameters of the given shapes drawn on the host: N(0, 1/fan_in) for matrices (fan_in: the
-    axis after the leading run axis), zeros for vectors. Timing needs the shapes and finite values
-    only; drawing them under jit would cost a compile of its own."""
+    """One run's parameters of the given shapes, drawn on the host: N(0, 1/fan_in) for matrices
+    (fan_in: the first axis), zeros for vectors. Timing needs the shapes and finite values only;
+    drawing them under jit would cost a compile of its own."""
+    import jax
+
     rng = np.random.default_rng(seed)
 
     def draw(a):
-        if len(a.shape) < 3:
+        if len(a.shape) < 2:
             return np.zeros(a.shape, a.dtype)
-        return (rng.standard_normal(a.shape) / math.sqrt(a.shape[1])).astype(a.dtype)
+        return (rng.standard_normal(a.shape) / math.sqrt(a.shape[0])).astype(a.dtype)
 
-    import jax
     return jax.tree.map(draw, abstract_params)
 
 
@@ -168,7 +172,8 @@ def _time_probe(probe, compiled, abstract_states, k: int, steps: int, n_evals: i
     from gsweep.train.step import state_from_params
 
     u = probe.unit_arrays(probe._runs[:1])  # padded to the probe's R with copies
-    params = host_params(abstract_states.params)
+    # one run's parameters (without the leading run axis), shared by the probe's runs
+    params = host_params(jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), abstract_states.params))
     if probe.batching == "map":  # the program of one device, on its shard
         dev = probe._local_devices()[0]
         local = lambda x: next(s.data for s in x.addressable_shards if s.device == dev)  # noqa: E731
@@ -179,11 +184,12 @@ def _time_probe(probe, compiled, abstract_states, k: int, steps: int, n_evals: i
         out_sh = None
     else:
         keys, hyper = u.keys_Rx2, u.hyper
-        params = jax.tree.map(lambda a: put_global(a, probe.run_sh), params)
+        params = jax.tree.map(lambda a: put_global(a, probe.rep_sh), params)
         data = (probe.pool_x, probe.pool_y, u.train_idx_RxM, u.train_w_RxM, u.masks_RxSxN)
         put = lambda a: put_global(a, probe.rep_sh)  # noqa: E731
         out_sh = probe.run_sh
-    init = jax.jit(jax.vmap(lambda p, key, h: state_from_params(p, key, h, probe.step_cfg)), out_shardings=out_sh)
+    init = jax.jit(jax.vmap(lambda p, key, h: state_from_params(p, key, h, probe.step_cfg), in_axes=(None, 0, 0)),
+                   out_shardings=out_sh)
     state = [init(params, keys, hyper)]
     step0 = put(np.asarray(0, np.int32))
     no_eval, with_eval = put(np.zeros(k, bool)), put(np.arange(k) == k - 1)
