@@ -250,3 +250,19 @@ def test_runs_table_is_not_modified(syn):
     before = pd.read_parquet(syn / "runs.parquet")
     plot_command(_args("phase-diagram", syn, threshold=0.5, out=str(syn / "plots" / "t.png")))
     pd.testing.assert_frame_equal(before, pd.read_parquet(syn / "runs.parquet"))
+
+
+def test_all_censored_metric_has_no_colour_scale(syn, tmp_path, capsys):
+    """A metric no run reaches: every cell hatched, no colorbar with made-up ticks, and a note."""
+    from gsweep.plot.phase_diagram import draw, has_values
+
+    res = load_results(syn)
+    res.runs["t_gen"] = pd.NA  # as if nobody generalised within the budget
+    d = phase_diagram_data(res, metric="t_gen")
+    assert d.cells["censored"].astype(bool).all() and not has_values(d)
+    fig = draw(res, d)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert all(ax.get_label() != "<colorbar>" for ax in panels)
+    d2 = phase_diagram_data(load_results(syn), metric="t_gen")  # some cells reached: a colour scale
+    assert has_values(d2)
+    assert any(ax.get_label() == "<colorbar>" for ax in draw(load_results(syn), d2).axes)

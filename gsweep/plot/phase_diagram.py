@@ -290,12 +290,12 @@ def draw(res: Results, d: PhaseDiagramData):
 
     budget = res.budget
     cb = add_key(fig, axes, d, res)
-    if cb is not None:
-        if d.step_metric:
-            fmt = FuncFormatter(lambda v, _: common.fmt_steps(v))
-            cb.ax.yaxis.set_major_formatter(fmt)
-            if isinstance(d.norm, mcolors.LogNorm) and d.norm.vmax / d.norm.vmin < 30:
-                cb.ax.yaxis.set_minor_formatter(fmt)
+    if cb is not None and d.step_metric:
+        fmt = FuncFormatter(lambda v, _: common.fmt_steps(v))
+        cb.ax.yaxis.set_major_formatter(fmt)
+        if isinstance(d.norm, mcolors.LogNorm) and d.norm.vmax / d.norm.vmin < 30:
+            cb.ax.yaxis.set_minor_formatter(fmt)
+    if d.metric != "phase":
         if d.cells.get("censored", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
             what = f"not reached within {budget:,} steps" if d.step_metric and budget else "no value"
             fig.legend(handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="#888888",
@@ -317,9 +317,16 @@ def phase_diagram_command(res: Results, args) -> int:
                            getattr(args, "metric", None) or "phase")
     if d.pooled:
         common.note(f"cells pool the runs over {', '.join(d.pooled)} (not an axis or facet)")
+    if d.metric != "phase" and not has_values(d):
+        common.note(f"no cell has a value of {d.metric}: every cell is drawn censored (no colour scale)")
     fig = draw(res, d)
     common.save(fig, common.output_path(res, getattr(args, "out", None), f"phase-diagram-{d.metric}.png"))
     return 0
+
+
+def has_values(d) -> bool:
+    """Whether any cell of a metric map has a finite value to colour."""
+    return bool(np.isfinite(pd.to_numeric(d.cells["value"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)).any())
 
 
 def add_key(fig, axes, d, res):
@@ -330,6 +337,8 @@ def add_key(fig, axes, d, res):
             handles.append(Patch(facecolor=DIVERGED_COLOR, label="all runs diverged"))
         fig.legend(handles=handles, loc="outside right center", frameon=False,
                    title="phase\n(text: runs agreeing\nwith the majority)")
+        return None
+    if not has_values(d):  # every cell censored: a colour scale would show made-up ticks
         return None
     sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
     cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
