@@ -145,6 +145,15 @@ def test_planted_monotone_onsets_give_spearman_one(synthetic):
     o = out["overall"]
     assert o["recall"] == 1.0 and 0.6 < o["precision"] < 0.95 and o["mcc"] > 0.5
     assert o["joint"]["target_only"] == 0
+    # P(reasoning | not grokked): the other side of the comparison, 0 here, with its interval
+    j = o["joint"]
+    assert o["p_target_given_not_source"] == 0.0 and j["neither"] > 0
+    lo, hi = o["p_target_given_not_source_ci"]
+    assert lo == 0.0 and 0.0 < hi < 1.0
+    from gsweep.analysis.analyze_output import _conditional_line
+    line = _conditional_line("test", "hop2", o)
+    assert f"P(hop2 | not test) = 0/{j['neither']} = 0.00 [0.00, " in line
+    assert f"P(hop2 | test) = {j['both']}/{j['both'] + j['source_only']} = " in line
 
 
 def test_censoring_and_in_window_exclusion(synthetic):

@@ -66,6 +66,7 @@ def test_source_nobody_reaches(tmp_path, capsys):
     text, js = _analyze_cli(d, capsys)
     _no_nan_numbers(text)
     assert "precision n/a (no run reached test)" in text
+    assert "P(hop2 | test) n/a (no run reached test) against P(hop2 | not test) = " in text
     assert js["overall"]["precision"] is None and js["overall"]["mcc"] is None
     assert "missed test" in js["overall"]["mcc_reason"]
     out = _summarize_cli(d, capsys)
@@ -78,6 +79,7 @@ def test_all_runs_in_one_phase(tmp_path, capsys):
     text, js = _analyze_cli(d, capsys)
     _no_nan_numbers(text)
     assert "MCC n/a (undefined: all 24 runs reached test; all 24 runs reached hop2)" in text
+    assert "P(hop2 | test) = 24/24 = 1.00 [0.86, 1.00] against P(hop2 | not test) n/a (every run reached test)" in text
     assert "AUROC undefined for every predictor and the baseline: all 24 scored runs are positive" in text
     for lab in ("reasoned", "grokked"):
         for s in js["predictors"][lab]["scores"].values():

@@ -139,6 +139,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     rtxt = f"recall {_f(o['recall'])}" if "recall_reason" not in o else f"recall n/a ({o['recall_reason']})"
     L.append(f"  grokked => reasoning: {ptxt} (base rate {_f(o['base_rate'])}), {rtxt}, F1 {_f(o['f1'])}, "
              f"MCC {_f(o['mcc'])}" + (f" ({o['mcc_reason']})" if "mcc_reason" in o else ""))
+    L.append("  " + _conditional_line(src, tgt, o))
     sp = o["spearman"]
     if sp["value"] is not None and math.isfinite(sp["value"]):
         if "bootstrap" in sp and all(c is not None and math.isfinite(c) for c in sp["ci"]):
@@ -216,3 +217,17 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     if out.get("written"):
         L.append("  wrote " + ", ".join(out["written"]))
     return "\n".join(L)
+
+
+def _conditional_line(src: str, tgt: str, o: dict) -> str:
+    """P(target | source) against P(target | not source), each with its count and Wilson interval."""
+    j = o["joint"]
+    nan2 = [math.nan, math.nan]
+    rows = ((f"P({tgt} | {src})", j["both"], j["both"] + j["source_only"], o["precision"], o["precision_ci"],
+             f"no run reached {src}"),
+            (f"P({tgt} | not {src})", j["target_only"], j["target_only"] + j["neither"],
+             o.get("p_target_given_not_source", math.nan), o.get("p_target_given_not_source_ci", nan2),
+             f"every run reached {src}"))
+    parts = [f"{label} = {k}/{n} = {_f(p)} [{_f(ci[0])}, {_f(ci[1])}]" if n else f"{label} n/a ({why})"
+             for label, k, n, p, ci, why in rows]
+    return parts[0] + " against " + parts[1]

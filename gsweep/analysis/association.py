@@ -44,6 +44,9 @@ def association(src: np.ndarray, tgt: np.ndarray, source: str, target: str,
     out["precision_ci"] = list(wilson_interval(tp, tp + fp))
     if not math.isfinite(prec):
         out["precision_reason"] = f"no run reached {source}"
+    # P(target | source) is the precision; P(target | not source) is what it is compared with
+    out["p_target_given_not_source"] = fn / (fn + tn) if fn + tn else math.nan
+    out["p_target_given_not_source_ci"] = list(wilson_interval(fn, fn + tn))
     out["recall"] = rec
     out["recall_ci"] = list(wilson_interval(tp, tp + fn))
     if not math.isfinite(rec):
