@@ -295,12 +295,11 @@ def draw(res: Results, d: PhaseDiagramData):
         cb.ax.yaxis.set_major_formatter(fmt)
         if isinstance(d.norm, mcolors.LogNorm) and d.norm.vmax / d.norm.vmin < 30:
             cb.ax.yaxis.set_minor_formatter(fmt)
-    if d.metric != "phase":
-        if d.cells.get("censored", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
-            what = f"not reached within {budget:,} steps" if d.step_metric and budget else "no value"
-            fig.legend(handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="#888888",
-                                      label=f"censored: median {what}")],
-                       loc="outside lower center", frameon=False)
+    if d.metric != "phase" and d.cells.get("censored", pd.Series(dtype=bool)).fillna(False).astype(bool).any():
+        what = f"not reached within {budget:,} steps" if d.step_metric and budget else "no value"
+        fig.legend(handles=[Patch(facecolor=CENSORED_COLOR, hatch="///", edgecolor="#888888",
+                                  label=f"censored: median {what}")],
+                   loc="outside lower center", frameon=False)
     title = f"{res.name}: {common.metric_label(d.metric, res.threshold)}"
     sub = common.subtitle(res)
     if d.pooled:
