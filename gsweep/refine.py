@@ -222,7 +222,7 @@ def _check_args(runs: pd.DataFrame, x: str, y: str | None, metric: str | None, l
 
 
 def _pending(spec, out: Path) -> int:
-    from gsweep.train.sweep import finished_runs
+    from gsweep.train.tables import finished_runs
     fin = finished_runs(out)
     return sum(1 for r in spec.runs() if r.run_id not in fin)
 
@@ -230,7 +230,7 @@ def _pending(spec, out: Path) -> int:
 def next_round(out: Path, raw: dict, x: str | None = None, y: str | None = None, metric: str | None = None,
                level: float | None = None, max_runs: int | None = None) -> tuple[dict, list[dict], int]:
     """(the next round's spec dict, its new points, runs they add) from the results dir's tables."""
-    from gsweep.analysis.summary import swept_keys
+    from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
     runs = pd.read_parquet(out / store.RUNS)
@@ -259,7 +259,7 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
            plan: str | Path | None = None, progress: bool = True, command: str = "") -> dict:
     """Refine ``out`` until it holds ``rounds`` rounds; returns {rounds, added_points, added_runs, runs}.
     An interrupt (SIGINT/SIGTERM) raises :class:`gsweep.train.sweep.Interrupted` after checkpointing."""
-    from gsweep.analysis.summary import swept_keys
+    from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
     out = Path(out)
