@@ -49,16 +49,10 @@ DEFAULT_Y, DEFAULT_X = "train.weight_decay", "task.data_frac"
 # axes and midpoints
 
 
-def grid_values(spec: dict, key: str) -> list:
-    """The product-grid values of ``key`` in a spec dict (a scalar gives one)."""
-    block, leaf = key.split(".", 1)
-    v = (spec.get(block) or {}).get(leaf)
-    return list(v) if isinstance(v, list) else ([] if v is None else [v])
-
-
 def is_log_axis(spec: dict, runs: pd.DataFrame, key: str) -> bool:
     """Log-spaced as the phase diagram decides it, on the grid's values (else the runs' values)."""
     from gsweep.plot.common import is_log_spaced
+    from gsweep.results import grid_values
     vals = grid_values(spec, key)
     return is_log_spaced(vals if len(vals) > 1 else runs[key].dropna().unique().tolist())
 
@@ -120,6 +114,7 @@ def boundary_points(runs: pd.DataFrame, spec: dict, x: str, y: str | None, facet
                     metric: str | None = None, level: float | None = None) -> list[dict]:
     """New points (dicts of dotted keys -> values) at the midpoints of every boundary edge, longest
     edges (in axis units: log10 on log axes) first."""
+    from gsweep.results import grid_values
     keys = [*facets, *([y] if y else []), x]
     cells = cell_table(runs, keys, metric)
     cells = cells[cells["value"].notna()]

@@ -151,6 +151,13 @@ def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
     return [k for k in keys if k in runs.columns]
 
 
+def grid_values(spec: dict, key: str) -> list:
+    """The product-grid values of ``key`` in a spec dict (a scalar gives one)."""
+    block, leaf = key.split(".", 1)
+    v = (spec.get(block) or {}).get(leaf)
+    return list(v) if isinstance(v, list) else ([] if v is None else [v])
+
+
 def _read_yaml(p: Path) -> dict:
     try:
         d = yaml.safe_load(p.read_text()) or {}
