@@ -191,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--by", nargs="+", help="keys that define a cell (default: the swept keys but seed)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
-    p.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
-    p.add_argument("--gap-mode", choices=("relative", "absolute"))
+    _label_flags(p)
     p.set_defaults(fn=_summarize)
 
     p = sub.add_parser("plot", help="figures from a results dir")
