@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, Param, model_schema, task_schema
+from gsweep.params import Param
+from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, model_schema, task_schema
 
 TOP_LEVEL = ("name", "task", "model", "train", "analysis", "seeds", "points", "refine")
 SWEPT_BLOCKS = ("task", "model", "train")
