@@ -5,11 +5,76 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from gsweep.errors import UserError
 
 
-def _run(a):
-    from gsweep.train.sweep import run_command
-    return run_command(a)
+def init_distributed(args) -> None:
+    import jax
+    if args.coordinator or args.distributed:
+        if args.coordinator and (args.num_processes is None or args.process_id is None):
+            raise UserError("--coordinator needs --num-processes and --process-id")
+        try:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        except Exception:  # noqa: BLE001 - older/newer jax: the default may already work
+            pass
+        if args.coordinator:
+            jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+        else:
+            jax.distributed.initialize()
+
+
+def run_command(args) -> int:
+    from gsweep.spec import load_spec
+    from gsweep.train.resultsdir import check_out_path
+    from gsweep.train.sweep import Interrupted, run_sweep
+    from gsweep.train.units import parse_shard
+
+    spec = load_spec(args.sweep, args.set, allow_large=getattr(args, "allow_large", False))  # every spec error first
+    if args.fresh and args.extend:
+        raise UserError("--fresh and --extend contradict each other; pick one")
+    if args.fresh and getattr(args, "rollback", False):
+        raise UserError("--fresh and --rollback contradict each other; pick one")
+    shard = parse_shard(args.shard)
+    if shard and (args.coordinator or args.distributed):
+        raise UserError("--shard and jax.distributed are two ways to split a sweep; use one")
+    out = Path(args.out) if args.out else Path("results") / spec.name
+    check_out_path(out)
+    init_distributed(args)
+    cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
+    try:
+        res = run_sweep(spec, out, fresh=args.fresh, extend=args.extend, shard=shard, progress=not args.quiet,
+                        command=cmd, rollback=getattr(args, "rollback", False))
+    except Interrupted as e:
+        print(f"gsweep: {e}", file=sys.stderr)
+        return 130
+    import jax
+    where = spec.analysis.get("snapshot_where")
+    if where and jax.process_index() == 0 and res.runs is not None:
+        from gsweep.replay import snapshot_runs
+        ids = snapshot_runs(out, res.runs, where, spec.analysis.get("snapshot_steps") or "log")
+        print(f"{out}: parameter snapshots of {len(ids)} run(s) under {out}/replays/")
+    if jax.process_index() == 0 and res.runs is not None:
+        r = res.runs
+        counts = r["phase"].value_counts(dropna=True).to_dict()
+        div = int((r["status"] == "diverged").sum())
+        print(f"{out}: {len(r)} runs; phases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+              + (f"; diverged {div}" if div else ""))
+        follow_ups(out, phase_diagram=getattr(args, "phase_diagram", False), report=getattr(args, "report", False))
+    return 0
+
+
+def follow_ups(out: Path, phase_diagram: bool = False, report: bool = False) -> None:
+    """``gsweep run --phase-diagram --report``: after the sweep, in this process, exactly what
+    ``gsweep plot phase-diagram OUT`` and ``gsweep report OUT`` do (one interpreter start and one
+    set of imports for the three, which is what ``make sweep`` runs)."""
+    argvs = ([["plot", "phase-diagram", str(out)]] if phase_diagram else []) + ([["report", str(out)]] if report else [])
+    if not argvs:
+        return
+    for argv in argvs:
+        a = build_parser().parse_args(argv)
+        a.fn(a)
 
 
 def _validate(a):
@@ -110,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then draw the phase diagram, as `gsweep plot phase-diagram OUT` (in this process)")
     p.add_argument("--report", action="store_true",
                    help="then write OUT/report.html, as `gsweep report OUT` (in this process)")
-    p.set_defaults(fn=_run)
+    p.set_defaults(fn=run_command)
 
     p = sub.add_parser("validate", help="check a sweep file and print its grid size")
     p.add_argument("sweep")
@@ -126,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--by", nargs="+", help="keys that define a cell (default: the swept keys but seed)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    p.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
-    p.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
-    p.add_argument("--gap-mode", choices=("relative", "absolute"))
+    _label_flags(p)
     p.set_defaults(fn=_summarize)
 
     p = sub.add_parser("plot", help="figures from a results dir")

@@ -49,16 +49,10 @@ DEFAULT_Y, DEFAULT_X = "train.weight_decay", "task.data_frac"
 # axes and midpoints
 
 
-def grid_values(spec: dict, key: str) -> list:
-    """The product-grid values of ``key`` in a spec dict (a scalar gives one)."""
-    block, leaf = key.split(".", 1)
-    v = (spec.get(block) or {}).get(leaf)
-    return list(v) if isinstance(v, list) else ([] if v is None else [v])
-
-
 def is_log_axis(spec: dict, runs: pd.DataFrame, key: str) -> bool:
     """Log-spaced as the phase diagram decides it, on the grid's values (else the runs' values)."""
     from gsweep.plot.common import is_log_spaced
+    from gsweep.results import grid_values
     vals = grid_values(spec, key)
     return is_log_spaced(vals if len(vals) > 1 else runs[key].dropna().unique().tolist())
 
@@ -120,6 +114,7 @@ def boundary_points(runs: pd.DataFrame, spec: dict, x: str, y: str | None, facet
                     metric: str | None = None, level: float | None = None) -> list[dict]:
     """New points (dicts of dotted keys -> values) at the midpoints of every boundary edge, longest
     edges (in axis units: log10 on log axes) first."""
+    from gsweep.results import grid_values
     keys = [*facets, *([y] if y else []), x]
     cells = cell_table(runs, keys, metric)
     cells = cells[cells["value"].notna()]
@@ -222,7 +217,7 @@ def _check_args(runs: pd.DataFrame, x: str, y: str | None, metric: str | None, l
 
 
 def _pending(spec, out: Path) -> int:
-    from gsweep.train.sweep import finished_runs
+    from gsweep.train.tables import finished_runs
     fin = finished_runs(out)
     return sum(1 for r in spec.runs() if r.run_id not in fin)
 
@@ -230,7 +225,7 @@ def _pending(spec, out: Path) -> int:
 def next_round(out: Path, raw: dict, x: str | None = None, y: str | None = None, metric: str | None = None,
                level: float | None = None, max_runs: int | None = None) -> tuple[dict, list[dict], int]:
     """(the next round's spec dict, its new points, runs they add) from the results dir's tables."""
-    from gsweep.analysis.summary import swept_keys
+    from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
     runs = pd.read_parquet(out / store.RUNS)
@@ -259,7 +254,7 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
            plan: str | Path | None = None, progress: bool = True, command: str = "") -> dict:
     """Refine ``out`` until it holds ``rounds`` rounds; returns {rounds, added_points, added_runs, runs}.
     An interrupt (SIGINT/SIGTERM) raises :class:`gsweep.train.sweep.Interrupted` after checkpointing."""
-    from gsweep.analysis.summary import swept_keys
+    from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
     out = Path(out)

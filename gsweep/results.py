@@ -11,18 +11,17 @@ differing from the spec's ``analysis`` block, the labels (``t_fit``, ``t_gen``, 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from gsweep import store
 from gsweep.errors import UserError
 from gsweep.metrics.labels import compute_labels
 from gsweep.schema import ANALYSIS_SCHEMA
+from gsweep.store import CURVES, RUNS, SPEC
 
-SPEC, META, RUNS, CURVES = "spec.yaml", "meta.json", "runs.parquet", "curves.parquet"
 ANALYSIS_DEFAULTS = {k: ANALYSIS_SCHEMA[k].default for k in ("threshold", "gap", "gap_mode")}
 # runs.parquet columns that are not settings (labels and bookkeeping)
 NON_SETTING = ("run_id", "group_id", "status", "steps_done", "diverged_step", "delay", "phase")
@@ -84,7 +83,6 @@ class Results:
             p = self.path / CURVES
             if not p.exists():
                 raise UserError(f"{p}: no such file (learning curves are needed here)")
-            from gsweep import store
             self._curves = store.read_parquet(p, store.CURVES_REQUIRED)  # damaged -> one-line error
         c = self._curves
         if len(c) and "run_id" in self.runs and not c["run_id"].isin(self.runs["run_id"]).all():
@@ -99,9 +97,6 @@ class Results:
         if not found and (self.path / CURVES).exists():
             found = list(dict.fromkeys(self.curves["split"].astype(str)))
         return sorted(found, key=lambda s: (s != "train", s != "test", s))
-
-    def setting_columns(self) -> list[str]:
-        return [c for c in self.runs.columns if "." in c or c == "seed"]
 
     def relabelled(self, threshold: float | None = None, gap: float | None = None,
                    gap_mode: str | None = None) -> Results:
@@ -120,7 +115,6 @@ def run_curves(results_dir: str | Path, run_id: str) -> pd.DataFrame:
     p = Path(results_dir) / CURVES
     if not p.exists():
         return pd.DataFrame(columns=["run_id", "step", "split", "loss", "acc"])
-    from gsweep import store
     return store.read_parquet(p, filters=[("run_id", "==", str(run_id))]).reset_index(drop=True)
 
 
@@ -151,28 +145,11 @@ def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
     return [k for k in keys if k in runs.columns]
 
 
-def _read_yaml(p: Path) -> dict:
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{p}: malformed YAML: {e}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: damaged (not UTF-8 text)") from None
-    if not isinstance(d, dict):
-        raise UserError(f"{p}: damaged (not a mapping)")
-    return d
-
-
-def _read_json(p: Path) -> dict:
-    try:
-        d = json.loads(p.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: malformed JSON: {e}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: damaged (not UTF-8 text)") from None
-    if not isinstance(d, dict):
-        raise UserError(f"{p}: damaged (not a JSON object)")
-    return d
+def grid_values(spec: dict, key: str) -> list:
+    """The product-grid values of ``key`` in a spec dict (a scalar gives one)."""
+    block, leaf = key.split(".", 1)
+    v = (spec.get(block) or {}).get(leaf)
+    return list(v) if isinstance(v, list) else ([] if v is None else [v])
 
 
 def load_results(results_dir: str | Path, threshold: float | None = None, gap: float | None = None,
@@ -186,8 +163,8 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
     if not path.is_dir():
         raise UserError(f"{path}: not a results dir (a file; give the folder `gsweep run` wrote)")
     runs_path = path / RUNS
-    spec = _read_yaml(path / SPEC) if (path / SPEC).exists() else {}
-    meta = _read_json(path / META) if (path / META).exists() else {}
+    spec = store.read_spec_yaml(path) if (path / SPEC).exists() else {}
+    meta = store.read_meta(path)
     if not runs_path.exists():
         if not any(path.iterdir()):
             raise UserError(f"{path}: empty, no {RUNS} or {SPEC} yet (`gsweep run SWEEP.yaml --out {path}` writes them)")
@@ -198,7 +175,6 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
             raise UserError(f"{path}: the sweep is still running and has written no {RUNS} yet "
                             "(the tables are written when it finishes or is interrupted)")
         raise UserError(f"{path}: no {RUNS} (status {st!r}; resume with `gsweep run` to write the tables)")
-    from gsweep import store
     runs = store.read_parquet(runs_path, store.RUNS_REQUIRED)  # damaged -> one-line error
     for col in ("run_id", "steps_done"):
         if col not in runs:

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from gsweep.models import get_model, model_params
-from gsweep.params import (  # noqa: F401 - re-exported: Param and its checks were defined here
+from gsweep.params import (
     Param,
     at_least,
     in_unit_closed_open,
     in_unit_open_closed,
-    is_prime,
     positive,
 )
 from gsweep.tasks import TASKS

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, Param, model_schema, task_schema
+from gsweep.params import Param
+from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, model_schema, task_schema
 
 TOP_LEVEL = ("name", "task", "model", "train", "analysis", "seeds", "points", "refine")
 SWEPT_BLOCKS = ("task", "model", "train")
@@ -253,12 +254,6 @@ class SweepSpec:
         return expand_runs(self)
 
 
-def _to_jsonable(v: Any) -> Any:
-    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
-        return v  # keep floats as floats: 1.0 and 1 hash differently on purpose (types are schema-fixed)
-    return v
-
-
 def _schemas(settings: Mapping[str, Any]) -> dict[str, Mapping[str, Param]]:
     return {"task": task_schema(settings["task.name"]), "model": model_schema(settings["model.name"]),
             "train": TRAIN_SCHEMA}
@@ -277,7 +272,8 @@ def _at_new_default(p: Param | None, v: Any) -> bool:
 def run_id_of(settings: Mapping[str, Any]) -> str:
     """A hash of the settings that determine the run's numbers: the same run has the same id anywhere."""
     schemas = _schemas(settings)
-    ident = {k: _to_jsonable(v) for k, v in sorted(settings.items())
+    # values as they are: 1.0 and 1 hash differently on purpose (types are schema-fixed)
+    ident = {k: v for k, v in sorted(settings.items())
              if k not in ENGINE_ONLY and not _at_new_default(_param_of(schemas, k), v)}
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -135,14 +135,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, dict]:
-    """(runs, curves, spec, meta) of a results dir, read by the one loader (:mod:`gsweep.results`)."""
-    from gsweep.results import load_results as load
-
-    res = load(results_dir)
-    return res.runs, res.curves, res.spec, res.meta
-
-
 def sort_curves(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(CURVE_KEY, kind="mergesort").reset_index(drop=True)
 

@@ -11,7 +11,8 @@ import yaml
 from gsweep.errors import UserError
 from gsweep.spec import from_dict
 from gsweep.store import merge_dirs
-from gsweep.train.sweep import Shard, parse_shard, run_sweep, shard_runs
+from gsweep.train.sweep import run_sweep
+from gsweep.train.units import Shard, parse_shard, shard_runs
 from tests.conftest import ROOT, gsweep_cmd, tiny_spec_dict
 
 D = tiny_spec_dict(name="dist", task={"data_frac": [0.3, 0.6]}, train={"weight_decay": [0.0, 1.0]}, seeds=2)

@@ -113,8 +113,6 @@ def test_readme_key_table_follows_the_schema():
     assert key_table() in (ROOT / "README.md").read_text(), "README's key table: paste gsweep.schema.key_table()"
 
 
-@pytest.mark.skipif(hasattr(__import__("gsweep.train.engine", fromlist=["x"]).GroupProgram, "bytes_per_run"),
-                    reason="memory sizing still reads transformer keys (bytes_per_run); measured sizing lifts this")
 def test_readme_extending_example_runs(tmp_path):
     """The README's 'Extending gsweep' code, run as written (fresh process: registries are global)."""
     import re

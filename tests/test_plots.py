@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from gsweep.analysis.summary import load_results
 from gsweep.errors import UserError
 from gsweep.plot.commands import plot_command
 from gsweep.plot.common import is_log_spaced, output_path, query_runs
 from gsweep.plot.curves import curve_bands, select_cells
 from gsweep.plot.grok_time import grok_time_data
 from gsweep.plot.phase_diagram import CENSORED_COLOR, PHASE_COLORS, phase_diagram_data
+from gsweep.results import load_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_results import write_synthetic  # noqa: E402

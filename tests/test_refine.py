@@ -226,9 +226,9 @@ def test_refine_bad_input_before_any_work(tmp_path, base_dir, capsys):
 
 def test_refined_phase_diagram_says_rounds(tmp_path):
     """A refined dir's phase diagram is drawn on real axes and says how many rounds it shows."""
-    from gsweep.analysis.summary import load_results
     from gsweep.plot.phase_diagram import phase_diagram_data
     from gsweep.plot.refined import draw_refined, voronoi_raster
+    from gsweep.results import load_results
 
     runs = synthetic_runs()
     runs["run_id"] = [f"r{i}" for i in range(len(runs))]

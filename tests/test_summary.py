@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gsweep.analysis.summary import load_results, summarize, summarize_command
+from gsweep.analysis.summary import summarize, summarize_command
 from gsweep.errors import UserError
+from gsweep.results import load_results
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_results import write_synthetic  # noqa: E402

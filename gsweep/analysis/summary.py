@@ -30,16 +30,12 @@ import pandas as pd
 from gsweep.analysis.survival import censored_durations, km_median, wilson_interval
 from gsweep.errors import UserError
 from gsweep.metrics.labels import PHASES
-from gsweep.results import (  # noqa: F401 - the loader lives in gsweep.results; re-exported here
-    ANALYSIS_DEFAULTS,
-    NON_SETTING,
+from gsweep.results import (
     Results,
     check_columns,
     default_cell_keys,
     is_diverged,
     load_results,
-    relabel,
-    swept_keys,
 )
 
 

@@ -19,6 +19,9 @@ def plot_command(args) -> int:
         raise UserError(f"plot {kind!r}: unknown figure; valid: {', '.join(KINDS)}")
     res = common.load(args)
     if kind == "phase-diagram":
+        if res.spec.get("points"):  # a refined, non-grid set of points (gsweep refine): drawn on real axes
+            from gsweep.plot.refined import refined_command
+            return refined_command(res, args)
         from gsweep.plot.phase_diagram import phase_diagram_command
         return phase_diagram_command(res, args)
     if kind == "curves":

@@ -309,9 +309,6 @@ def draw(res: Results, d: PhaseDiagramData):
 
 
 def phase_diagram_command(res: Results, args) -> int:
-    if res.spec.get("points"):  # a refined, non-grid set of points (gsweep refine): drawn on real axes
-        from gsweep.plot.refined import refined_command
-        return refined_command(res, args)
     d = phase_diagram_data(res, getattr(args, "x", None), getattr(args, "y", None), getattr(args, "facet", None),
                            getattr(args, "metric", None) or "phase")
     if d.pooled:

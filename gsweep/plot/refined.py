@@ -62,7 +62,7 @@ def _ticks(values: list, tf, limit: int = 9) -> tuple[list[float], list[str]]:
 def draw_refined(res, d):
     """The figure for ``d`` (a PhaseDiagramData of a refined results dir), one panel per facet value."""
     from gsweep.plot.phase_diagram import add_key
-    from gsweep.refine import grid_values
+    from gsweep.results import grid_values
 
     spec = res.spec or {}
     notes = spec.get("refine") or []

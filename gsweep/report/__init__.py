@@ -18,9 +18,9 @@ from gsweep.report.page import render, write_report  # noqa: F401
 
 
 def report_command(args) -> int:
-    from gsweep.api import load
+    from gsweep.results import load_results
 
-    res = load(args.results_dir)
+    res = load_results(args.results_dir)
     path = write_report(res, getattr(args, "out", None))
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1e6:.1f} MB, {len(res.runs)} runs; open it in a browser, it works offline)")

@@ -23,25 +23,21 @@ import pandas as pd
 
 from gsweep import store
 from gsweep.errors import UserError
-from gsweep.spec import SweepSpec, load_spec
+from gsweep.spec import SweepSpec
 from gsweep.train.progress import Progress
-from gsweep.train.resultsdir import (  # noqa: F401
+from gsweep.train.resultsdir import (
     CKPT,
-    LOCK,
     PARTS,
     UNITS,
     Lock,
     _now,
     check_existing,
-    check_out_path,
     check_writable,
     clear_for_fresh,
     clear_stale_temps,
     merged_meta,
-    spec_diff,
 )
-from gsweep.train.tables import (  # noqa: F401
-    build_tables,
+from gsweep.train.tables import (
     curve_rows,
     finished_runs,
     part_path,
@@ -51,7 +47,7 @@ from gsweep.train.tables import (  # noqa: F401
     write_part,
     write_tables,
 )
-from gsweep.train.units import Shard, Unit, group_runs, parse_shard, plan_units, run_cost, shard_runs  # noqa: F401
+from gsweep.train.units import Shard, Unit, group_runs, plan_units, shard_runs
 
 
 class Interrupted(Exception):
@@ -416,66 +412,3 @@ def remove_stale_units(out: Path) -> None:
             uid = d.name.split(".", 1)[0]
             if uid not in done and d.name.startswith("u"):
                 shutil.rmtree(d) if d.is_dir() else d.unlink(missing_ok=True)
-
-
-def init_distributed(args) -> None:
-    import jax
-    if args.coordinator or args.distributed:
-        if args.coordinator and (args.num_processes is None or args.process_id is None):
-            raise UserError("--coordinator needs --num-processes and --process-id")
-        try:
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        except Exception:  # noqa: BLE001 - older/newer jax: the default may already work
-            pass
-        if args.coordinator:
-            jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
-        else:
-            jax.distributed.initialize()
-
-
-def run_command(args) -> int:
-    spec = load_spec(args.sweep, args.set, allow_large=getattr(args, "allow_large", False))  # every spec error first
-    if args.fresh and args.extend:
-        raise UserError("--fresh and --extend contradict each other; pick one")
-    if args.fresh and getattr(args, "rollback", False):
-        raise UserError("--fresh and --rollback contradict each other; pick one")
-    shard = parse_shard(args.shard)
-    if shard and (args.coordinator or args.distributed):
-        raise UserError("--shard and jax.distributed are two ways to split a sweep; use one")
-    out = Path(args.out) if args.out else Path("results") / spec.name
-    check_out_path(out)
-    init_distributed(args)
-    cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
-    try:
-        res = run_sweep(spec, out, fresh=args.fresh, extend=args.extend, shard=shard, progress=not args.quiet,
-                        command=cmd, rollback=getattr(args, "rollback", False))
-    except Interrupted as e:
-        print(f"gsweep: {e}", file=sys.stderr)
-        return 130
-    import jax
-    where = spec.analysis.get("snapshot_where")
-    if where and jax.process_index() == 0 and res.runs is not None:
-        from gsweep.replay import snapshot_runs
-        ids = snapshot_runs(out, res.runs, where, spec.analysis.get("snapshot_steps") or "log")
-        print(f"{out}: parameter snapshots of {len(ids)} run(s) under {out}/replays/")
-    if jax.process_index() == 0 and res.runs is not None:
-        r = res.runs
-        counts = r["phase"].value_counts(dropna=True).to_dict()
-        div = int((r["status"] == "diverged").sum())
-        print(f"{out}: {len(r)} runs; phases: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-              + (f"; diverged {div}" if div else ""))
-        follow_ups(out, phase_diagram=getattr(args, "phase_diagram", False), report=getattr(args, "report", False))
-    return 0
-
-
-def follow_ups(out: Path, phase_diagram: bool = False, report: bool = False) -> None:
-    """``gsweep run --phase-diagram --report``: after the sweep, in this process, exactly what
-    ``gsweep plot phase-diagram OUT`` and ``gsweep report OUT`` do (one interpreter start and one
-    set of imports for the three, which is what ``make sweep`` runs)."""
-    argvs = ([["plot", "phase-diagram", str(out)]] if phase_diagram else []) + ([["report", str(out)]] if report else [])
-    if not argvs:
-        return
-    from gsweep.cli import build_parser
-    for argv in argvs:
-        a = build_parser().parse_args(argv)
-        a.fn(a)
