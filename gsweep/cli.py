@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
     p.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
     p.add_argument("--gap-mode", choices=("relative", "absolute"))
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also the phase counts over threshold {0.8,0.9,0.95,0.99} x gap {2,5,10,20}")
     p.set_defaults(fn=_summarize)
 
     p = sub.add_parser("plot", help="figures from a results dir")
