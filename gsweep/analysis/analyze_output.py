@@ -262,7 +262,7 @@ def _tests_text(r: dict) -> str:
     """Pooled Fisher, stratified CMH and within-cell permutation p-values of one association."""
     c, pm, fi = r["cmh"], r["permutation"], r["pooled_fisher"]
     if c.get("reason"):
-        within = f"within cells: n/a ({c['reason']})"
+        within = f"stratified (Cochran-Mantel-Haenszel) and within-cell permutation tests: n/a ({c['reason']})"
     else:
         within = (f"stratified (Cochran-Mantel-Haenszel) p {_p(c['p'])} over {c['n_strata']} informative cell(s), "
                   f"within-cell permutation p {_p(pm['p'])}")
