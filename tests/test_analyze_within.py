@@ -148,3 +148,26 @@ def test_delay_block_counts_generalisers(across):
     _, out = across
     d = out["delay"]
     assert d["n_generalised"] == d["n_grokking"] + d["n_comprehension"] > 0
+
+
+def test_report_lists_every_analysis_and_the_sensitivity_table(tmp_path):
+    from gsweep.report.data import analysis_text, summary_html
+    from gsweep.results import load_results
+
+    d = constructed(tmp_path / "r", within=True, seeds=4)
+    predict.analyze(d, n_boot=20, plots=False)
+    predict.analyze(d, target="hop2_novel", n_boot=20, plots=False)
+    res = load_results(d)
+    text = analysis_text(res)
+    assert "2 analyses in this results dir" in text
+    assert "analysis-test-hop2-t0.99.json" in text and "analysis-test-hop2_novel-t0.99.json" in text
+    assert "overlapping target" in text
+    html = summary_html(res)
+    assert "unresolved" in html and "0.8" in html
+
+
+def test_report_offers_share_maps():
+    from pathlib import Path
+
+    js = (Path(predict.__file__).parents[1] / "report" / "report.js").read_text()
+    assert '"share:" + p' in js and "isShare(metric)" in js
