@@ -174,6 +174,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     L.append("")
     L.append(f"  early warning from the first {out['window']:.0%}: AUROC / AUPRC on held-out cells "
              f"({out['folds']}); alarm threshold at FPR {out['false_positive_rate']:.0%} chosen on training folds")
+    L.append("  (within: AUROC over pairs of runs from the same cell only; minus hparams: AUROC minus the baseline's "
+             "on the same runs, paired bootstrap over cells)")
     for lab, res in out["predictors"].items():
         split = tgt if lab == "reasoned" else src
         L.append(f"  {lab} (reaches {split}): {res['n_scored']} runs scored, {res['n_pos']} positive, "
@@ -187,7 +189,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
             continue
         L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
-                 f"{'lead (steps)':>14}{'+hparams':>10}{'within':>8}  {'minus hparams [95% CI] p':<29}direction")
+                 f"{'lead (steps)':>14}{'+hparams':>10}{'within':>8}  {'minus hparams [95% CI] p':<32}direction")
         for name, s in res["scores"].items():
             if s.get("auroc") is None or not math.isfinite(s["auroc"]):
                 L.append(f"    {name:<18}{'n/a':>7}  {s.get('auroc_reason', '')}")
@@ -202,7 +204,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    {name:<18}{_f(s['auroc']):>7} {cit:<14}{_f(s['auprc']):>7}{_f(s['auprc_chance']):>9}"
                      f"{_f(s['tpr_at_fpr']):>9}{(_f(lead, 0) if lead is not None else '-'):>14}"
                      f"{(_f(plus) if plus is not None else '-'):>10}{_f(s.get('auroc_within_cells')):>8}  "
-                     f"{vbt:<29}{s.get('direction', '')}")
+                     f"{vbt:<32}{s.get('direction', '')}")
         fs = res.get("fold_seeds") or {}
         if fs:
             L.append("    held-out AUROC with the cells dealt to folds by seeds 1-4 (min-max): " + ", ".join(

@@ -1,6 +1,6 @@
 """Statistics for ``gsweep analyze`` (numpy, scipy.stats and statsmodels; no JAX).
 
-Ranks, Spearman's correlation, the Mann-Whitney U behind the AUROC, the Cochran-Mantel-Haenszel test
+Ranks (behind the AUROC, the Mann-Whitney U over n_pos n_neg), Spearman's correlation, the Cochran-Mantel-Haenszel test
 (statsmodels ``StratifiedTable``), Fisher's exact test, the Holm correction (``multipletests``) and the
 L2-penalised logistic regression of the hyperparameter baseline (statsmodels ``GLM.fit_regularized``)
 come from the libraries. What is left here is bookkeeping they do not offer: average precision and ROC
@@ -47,7 +47,7 @@ def auroc(y, s) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    u = sps.mannwhitneyu(s[y], s[~y], alternative="two-sided", method="asymptotic").statistic
+    u = sps.rankdata(s)[y].sum() - n_pos * (n_pos + 1) / 2.0  # the Mann-Whitney U of the positives
     return float(u / (n_pos * n_neg))
 
 
@@ -308,7 +308,7 @@ def auroc_within(y, s, cells) -> tuple[float, int]:
         m = cells == c
         yp, yn = s[m][y[m]], s[m][~y[m]]
         if len(yp) and len(yn):
-            u += sps.mannwhitneyu(yp, yn, method="asymptotic").statistic
+            u += auroc(y[m], s[m]) * len(yp) * len(yn)  # the cell's Mann-Whitney U
             pairs += len(yp) * len(yn)
             k += 1
     return (float(u / pairs) if pairs else math.nan), k
