@@ -189,7 +189,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
             continue
         L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
-                 f"{'lead (steps)':>14}{'+hparams':>10}{'within':>8}  {'minus hparams [95% CI] p':<32}direction")
+                 f"{'lead (steps)':>14}{'+hparams':>10}{'within (cells)':>16}  {'minus hparams [95% CI] p':<32}direction")
         for name, s in res["scores"].items():
             if s.get("auroc") is None or not math.isfinite(s["auroc"]):
                 L.append(f"    {name:<18}{'n/a':>7}  {s.get('auroc_reason', '')}")
@@ -203,7 +203,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
                    if vb and vb.get("p") is not None and math.isfinite(vb["p"]) else "-")
             L.append(f"    {name:<18}{_f(s['auroc']):>7} {cit:<14}{_f(s['auprc']):>7}{_f(s['auprc_chance']):>9}"
                      f"{_f(s['tpr_at_fpr']):>9}{(_f(lead, 0) if lead is not None else '-'):>14}"
-                     f"{(_f(plus) if plus is not None else '-'):>10}{_f(s.get('auroc_within_cells')):>8}  "
+                     f"{(_f(plus) if plus is not None else '-'):>10}"
+                     f"{_f(s.get('auroc_within_cells')) + ' (' + str(s.get('n_cells_both_classes', 0)) + ')':>16}  "
                      f"{vbt:<32}{s.get('direction', '')}")
         fs = res.get("fold_seeds") or {}
         if fs:
