@@ -5,7 +5,7 @@ swept keys other than the seeds, so its runs differ only by seed):
 
 1. *Association.* A joint table of runs by (grokked?, reasoning emerged?) where "grokked" means the run
    reached the accuracy threshold on the ``source`` split (default ``test``) within the steps it ran and
-   "reasoning emerged" the same on the ``target`` split (default: the first multi-step split, e.g.
+   "reasoning emerged" the same on the ``target`` split (default: the first clean multi-step split, e.g.
    ``hop2``); precision, recall, F1 and Matthews correlation of "grokked implies reasoning"; and the
    Spearman correlation of the two onset times over the runs that reach both, with a bootstrap interval.
    A run that never reaches a split is censored at its ``steps_done``: a negative for "eventually", and
@@ -21,10 +21,19 @@ swept keys other than the seeds, so its runs differ only by seed):
    time is the number of steps from the window's end to the label's onset over the held-out runs that a
    training-fold threshold at a 10% false-positive rate flags.
 
-Outputs: ``analysis.json``, ``predictors.parquet`` (one row per run), ``plots/analyze-roc.png``,
-``plots/analyze-onset.png`` and a printed summary. The parts live beside this module:
-:mod:`~gsweep.analysis.association`, :mod:`~gsweep.analysis.early_warning`,
-:mod:`~gsweep.analysis.analyze_output`; results are read by :mod:`gsweep.results`.
+Beside them, within cells (:mod:`~gsweep.analysis.within`): every multi-step target marked clean or
+overlapping (sharing held-out parts with the source, as the task declares), with pooled Fisher,
+Cochran-Mantel-Haenszel and within-cell permutation p-values; the delay question (grokking vs
+comprehension, and t_gen / t_fit given t_gen); AUROC within cells and each feature against the baseline
+by a paired bootstrap over cells; the folds redrawn with other seeds; a composition null
+(:mod:`~gsweep.analysis.composition_null`); and Holm's correction over every p-value.
+
+Outputs, named by source, target and threshold (:func:`output_names`), so analyses never overwrite each
+other: ``analysis-SRC-TGT-tTHR.json``, ``predictors-SRC-TGT-tTHR.parquet`` (one row per run),
+``plots/analyze-roc-SRC-TGT-tTHR.png``, ``plots/analyze-onset-SRC-TGT-tTHR.png`` and a printed summary.
+The parts live beside this module: :mod:`~gsweep.analysis.association`,
+:mod:`~gsweep.analysis.early_warning`, :mod:`~gsweep.analysis.analyze_output`; results are read by
+:mod:`gsweep.results`.
 """
 
 from __future__ import annotations
