@@ -171,3 +171,43 @@ def test_report_offers_share_maps():
 
     js = (Path(predict.__file__).parents[1] / "report" / "report.js").read_text()
     assert '"share:" + p' in js and "isShare(metric)" in js
+
+
+def test_composition_null_chain_parts():
+    """The held-out part counts are rebuilt from the task's own masks: clean splits have none, novel
+    splits at least one; the prediction is train^(k-j) * test^j averaged over the split's chains."""
+    from gsweep.analysis.composition_null import chain_heldout_parts, composition_null
+
+    cfg = {"name": "modular_chain", "p": 7, "n_hop2": 200, "n_hop3": 200, "data_frac": 0.6, "data_seed": 3,
+           "hop2_frac": 0.5, "hop3_frac": 0.5}
+    parts = chain_heldout_parts(cfg)
+    assert parts["hop2"].tolist() == [1.0, 0.0, 0.0] and parts["hop3"][0] == 1.0
+    assert parts["hop2_novel"][0] == 0.0 and parts["hop2_novel"].sum() == pytest.approx(1.0)
+    assert parts["hop3_novel"][0] == 0.0
+    runs = pd.DataFrame([{**{f"task.{k}": v for k, v in cfg.items()}, "final_train_acc": 0.9,
+                          "final_test_acc": 0.5, "final_hop2_acc": 0.95, "final_hop2_novel_acc": 0.2}])
+    out = composition_null(runs, "modular_chain", ["train", "test", "hop2", "hop2_novel"])
+    assert out["splits"]["hop2"]["predicted_median"] == pytest.approx(0.81)
+    w = parts["hop2_novel"]
+    assert out["splits"]["hop2_novel"]["predicted_median"] == pytest.approx(w[1] * 0.45 + w[2] * 0.25)
+    assert out["splits"]["hop2"]["above"] == 1 and out["splits"]["hop2_novel"]["below"] == 1
+    comp = pd.DataFrame([{"final_atomic_acc": 0.9, "final_test_acc": 0.5, "final_test_ood_acc": 0.9}])
+    c = composition_null(comp, "composition", ["train", "atomic", "test", "test_ood"])
+    assert c["splits"]["test"]["predicted_median"] == pytest.approx(0.81) and c["splits"]["test_ood"]["above"] == 1
+
+
+def test_delay_ratio_partialled_on_t_gen():
+    """log t_target = log t_gen + 0.5 log(t_gen / t_fit) + noise: the OLS finds the ratio's 0.5."""
+    from gsweep.analysis.within import delay_block
+
+    rng = np.random.default_rng(0)
+    n = 60
+    t_fit = rng.choice([50, 100, 200], n).astype(float)
+    t_gen = t_fit * np.exp(rng.uniform(0, 3, n))
+    t_tgt = np.exp(np.log(t_gen) + 0.5 * np.log(t_gen / t_fit) + rng.normal(0, 0.05, n))
+    runs = pd.DataFrame({"t_fit": t_fit, "t_gen": t_gen,
+                         "phase": np.where(t_gen >= 10 * t_fit, "grokking", "comprehension")})
+    d = delay_block(runs, t_tgt, np.repeat(np.arange(6), 10), n_perm=200)
+    c = d["ratio_vs_onset"]
+    assert c["coef_log_ratio"] == pytest.approx(0.5, abs=0.05) and c["p"] < 1e-6
+    assert d["n_generalised"] == n and d["n_grokking"] + d["n_comprehension"] == n
