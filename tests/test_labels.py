@@ -30,3 +30,20 @@ def test_eval_interval_ratio_and_resolution():
     assert lab.loc["unresolved_late", "phase"] == "grokking" and not lab.loc["unresolved_late", "phase_resolved"]
     assert lab.loc["prompt", "phase"] == "comprehension" and lab.loc["prompt", "phase_resolved"]
     assert pd.isna(lab.loc["memo", "phase_resolved"]) and pd.isna(lab.loc["memo", "gen_eval_interval"])
+
+
+def test_relabel_replaces_the_resolution_columns(tmp_path):
+    """Relabelling at another threshold recomputes the resolution columns too (no duplicate columns)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from synthetic_results import write_synthetic
+
+    from gsweep.results import load_results
+
+    d = write_synthetic(tmp_path / "syn")
+    res = load_results(d, threshold=0.9)
+    assert res.runs.columns.is_unique
+    for c in ("fit_eval_interval", "gen_eval_interval", "delay_ratio", "phase_resolved"):
+        assert c in res.runs
