@@ -1,4 +1,5 @@
-"""The numpy-only statistics behind `gsweep analyze`, against brute force and known values."""
+"""The statistics behind `gsweep analyze` (scipy, statsmodels), against brute force, hand computations and
+textbook values."""
 
 import itertools
 import math

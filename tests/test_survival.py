@@ -1,4 +1,4 @@
-"""Kaplan–Meier and Wilson against hand computations (numpy only)."""
+"""Kaplan–Meier and Wilson (statsmodels) against hand computations and textbook values."""
 
 import math
 
