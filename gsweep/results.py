@@ -194,7 +194,8 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
 
 
 def _is_label_column(c: str) -> bool:
-    return "." not in c and (c.startswith(("t_", "final_", "relapses_")) or c in ("delay", "phase"))
+    return "." not in c and (c.startswith(("t_", "final_", "relapses_")) or c in (
+        "delay", "phase", "fit_eval_interval", "gen_eval_interval", "delay_ratio", "phase_resolved"))
 
 
 def relabel(res: Results) -> None:

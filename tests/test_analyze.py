@@ -107,18 +107,19 @@ def synthetic(tmp_path_factory):
 
 def test_outputs_written(synthetic):
     d, out = synthetic
-    text = (d / "analysis.json").read_text()
+    text = (d / out["files"]["analysis"]).read_text()
     assert "auroc" in text
     js = json.loads(text)  # valid JSON: NaN became null
     assert js["target"] == "hop2" and js["source"] == "test"
-    pr = pd.read_parquet(d / "predictors.parquet")
+    pr = pd.read_parquet(d / out["files"]["predictors"])
     runs = pd.read_parquet(d / "runs.parquet")
     assert len(pr) == len(runs) and set(pr["run_id"]) == set(runs["run_id"])
     for col in ("run_id", "cell", "task.data_frac", "train.weight_decay", "norm_fall", "loss_osc",
                 "test_loss_slope", "acc_gap", "fourier_sparsity", "t_test", "t_hop2", "grokked", "reasoned", "fold"):
         assert col in pr, col
-    assert (d / "plots" / "analyze-roc.png").stat().st_size > 0
-    assert (d / "plots" / "analyze-onset.png").stat().st_size > 0
+    assert out["files"]["analysis"] == "analysis-test-hop2-t0.99.json"
+    assert (d / out["files"]["roc"]).stat().st_size > 0
+    assert (d / out["files"]["onset"]).stat().st_size > 0
     assert out["n_cells"] == 8 and out["cell_keys"] == ["task.data_frac", "train.weight_decay"]
 
 
@@ -158,7 +159,7 @@ def test_planted_monotone_onsets_give_spearman_one(synthetic):
 
 def test_censoring_and_in_window_exclusion(synthetic):
     d, out = synthetic
-    pr = pd.read_parquet(d / "predictors.parquet")
+    pr = pd.read_parquet(d / out["files"]["predictors"])
     o = out["overall"]
     n = out["n_runs"]
     assert o["censored"]["test"] == int((~pr["grokked"]).sum()) == n - o["joint"]["both"] - o["joint"]["source_only"]
@@ -171,8 +172,8 @@ def test_censoring_and_in_window_exclusion(synthetic):
 
 
 def test_folds_never_split_a_cell(synthetic):
-    d, _ = synthetic
-    pr = pd.read_parquet(d / "predictors.parquet")
+    d, out = synthetic
+    pr = pd.read_parquet(d / out["files"]["predictors"])
     for cell, folds in pr.groupby("cell")["fold"]:
         assert folds.nunique() == 1, f"cell {cell} has seeds in folds {sorted(folds.unique())}"
     assert pr["fold"].nunique() == 5
@@ -224,7 +225,7 @@ def test_all_same_label_gives_null_with_reason(tmp_path):
     for s in r["scores"].values():
         assert s["auroc"] is None or math.isnan(s["auroc"])
         assert "negative" in s["auroc_reason"]
-    js = json.loads((d / "analysis.json").read_text())
+    js = json.loads((d / out["files"]["analysis"]).read_text())
     assert js["predictors"]["reasoned"]["scores"]["norm_fall"]["auroc"] is None
     assert js["overall"]["mcc"] is None and "mcc_reason" in js["overall"]
     assert js["overall"]["spearman"]["value"] is None and js["overall"]["spearman"]["reason"]
@@ -267,7 +268,7 @@ def test_multiplicative_op_leaves_fourier_out(tmp_path):
     out = run_analyze(d)
     assert "fourier_sparsity" in out["left_out"] and "discrete-log" in out["left_out"]["fourier_sparsity"]
     assert "fourier_sparsity" not in out["predictors"]["grokked"]["scores"]
-    assert pd.read_parquet(d / "predictors.parquet")["fourier_sparsity"].isna().all()
+    assert pd.read_parquet(d / out["files"]["predictors"])["fourier_sparsity"].isna().all()
 
 
 def test_threshold_override_recomputes_labels(tmp_path):

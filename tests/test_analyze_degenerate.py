@@ -29,7 +29,7 @@ def _analyze_cli(d, capsys, cli=False):
         text = capsys.readouterr().out
     else:
         text = predict.format_summary(predict.analyze(d, n_boot=50))
-    raw = (d / "analysis.json").read_text()
+    raw = max(d.glob("analysis-*.json"), key=lambda f: f.stat().st_mtime).read_text()
     assert "NaN" not in raw and "Infinity" not in raw  # strict JSON: undefined is null
     js = json.loads(raw)
     _no_nan_numbers(predict.format_summary(js))  # the report page prints analysis.json this way

@@ -266,3 +266,20 @@ def test_all_censored_metric_has_no_colour_scale(syn, tmp_path, capsys):
     d2 = phase_diagram_data(load_results(syn), metric="t_gen")  # some cells reached: a colour scale
     assert has_values(d2)
     assert any(ax.get_label() == "<colorbar>" for ax in draw(load_results(syn), d2).axes)
+
+
+def test_share_map_shows_minority_phases(syn, tmp_path):
+    """--metric share:PHASE colours each cell by the share of its labelled runs in that phase, with the
+    count: the 1-of-3 comprehension run in a majority-grokking cell is visible."""
+    d = phase_diagram_data(load_results(syn), metric="share:comprehension")
+    r = _cell(d, 0.5, 1.0, 1)  # seeds 0, 1 grokking, seed 2 comprehension
+    assert r["value"] == pytest.approx(1 / 3) and r["text"].startswith("0.33\n1/3")
+    assert _cell(d, 0.8, 0.1, 2)["text"].startswith("1.00\n2/2")  # the diverged run is not labelled
+    g = phase_diagram_data(load_results(syn), metric="share:grokking")
+    assert _cell(g, 0.2, 0.1, 1)["value"] == 1.0 and _cell(g, 0.2, 0.0, 1)["value"] == 0.0
+    assert _cell(g, 0.2, 0.0, 1)["color"] != _cell(g, 0.2, 0.1, 1)["color"]
+    with pytest.raises(UserError, match="share:PHASE"):
+        phase_diagram_data(load_results(syn), metric="share:nonsense")
+    out = tmp_path / "share.png"
+    assert plot_command(_args("phase-diagram", syn, metric="share:grokking", out=str(out))) == 0
+    _not_blank(out)

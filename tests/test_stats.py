@@ -1,4 +1,5 @@
-"""The numpy-only statistics behind `gsweep analyze`, against brute force and known values."""
+"""The statistics behind `gsweep analyze` (scipy, statsmodels), against brute force, hand computations and
+textbook values."""
 
 import itertools
 import math
@@ -105,3 +106,92 @@ def test_logistic_fit_recovers_direction():
     assert stats.auroc(y, stats.logistic_score(w, X)) > 0.8
     w_sep = stats.logistic_fit(X[:, :1], X[:, 0] > 0, l2=1.0)  # separable: finite thanks to the penalty
     assert np.isfinite(w_sep).all()
+
+
+# ---------------------------------------------------------------------------------------------- textbook pins
+# Library-backed numbers pinned to published values, so that a library change cannot move one silently.
+
+
+def test_cmh_rabbits_textbook():
+    """R's mantelhaen.test(Rabbits) (penicillin and rabbits, 5 strata): Mantel-Haenszel X-squared =
+    3.9286, df = 1, p-value = 0.04747, common odds ratio 7."""
+    tabs = [[[0, 6], [0, 5]], [[3, 3], [0, 6]], [[6, 0], [2, 4]], [[5, 1], [6, 0]], [[2, 0], [5, 0]]]
+    x, y, cells = [], [], []
+    for k, t in enumerate(tabs):
+        for (i, j), n in np.ndenumerate(np.array(t)):
+            x += [i == 0] * n
+            y += [j == 0] * n
+            cells += [k] * n
+    r = stats.cmh(x, y, cells)
+    assert r["statistic"] == pytest.approx(3.9286, abs=1e-4)
+    assert r["p"] == pytest.approx(0.04747, abs=1e-5)
+    assert r["odds_ratio"] == pytest.approx(7.0)
+    assert r["n_strata"] == 3  # the first and last strata have a constant column: no within-cell information
+
+
+def test_holm_known_values():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    out = stats.holm([0.02, float("nan")])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1])
+
+
+def test_fisher_known_value():
+    # Fisher's tea-tasting table [[3, 1], [1, 3]]: two-sided p = 34/70 = 0.4857
+    x = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    y = np.array([1, 1, 1, 0, 1, 0, 0, 0], bool)
+    assert stats.fisher(x, y)[1] == pytest.approx(0.4857, abs=1e-4)
+
+
+def confounded(n_cells=8, per=20, within=False, seed=0):
+    """Cells differ by a hyperparameter that drives both x and y; with ``within`` y also follows x inside
+    every cell. Returns x, y, cells."""
+    rng = np.random.default_rng(seed)
+    cells = np.repeat(np.arange(n_cells), per)
+    level = cells / (n_cells - 1)  # the hyperparameter
+    x = rng.random(len(cells)) < 0.05 + 0.9 * level
+    if within:
+        y = rng.random(len(cells)) < np.where(x, 0.85, 0.15)
+    else:
+        y = rng.random(len(cells)) < 0.05 + 0.9 * level  # independent of x given the cell
+    return x, y, cells
+
+
+def test_within_cell_tests_ignore_a_confounded_association():
+    x, y, cells = confounded()
+    assert stats.fisher(x, y)[1] < 0.01  # pooled: found
+    assert stats.cmh(x, y, cells)["p"] > 0.05
+    assert stats.within_cell_permutation(x, y, cells, n_perm=2000)["p"] > 0.05
+
+
+def test_within_cell_tests_find_a_within_cell_association():
+    x, y, cells = confounded(within=True)
+    assert stats.cmh(x, y, cells)["p"] < 1e-3
+    assert stats.within_cell_permutation(x, y, cells, n_perm=2000)["p"] < 1e-3
+
+
+def test_within_cell_permutation_keeps_cell_margins():
+    cells = np.repeat([0, 1, 2], [3, 4, 5])
+    perms = stats._within_permutations(cells, 50, seed=1)
+    for p in perms:
+        assert (cells[p] == cells).all() and sorted(p) == list(range(12))
+
+
+def test_auroc_within_strips_the_cell():
+    cells = np.repeat([0, 1], 4)
+    y = np.array([0, 0, 1, 1, 0, 0, 1, 1], bool)
+    hp = cells.astype(float)  # a score that only knows the cell
+    assert stats.auroc_within(y, hp, cells) == (0.5, 2)
+    s = np.array([0, 1, 2, 3, 10, 11, 12, 13], float)
+    assert stats.auroc_within(y, s, cells)[0] == 1.0
+    assert math.isnan(stats.auroc_within(y[:2], s[:2], cells[:2])[0])
+
+
+def test_paired_cell_bootstrap_sees_a_real_difference():
+    rng = np.random.default_rng(0)
+    cells = np.repeat(np.arange(10), 10)
+    y = rng.random(100) < 0.5
+    good, noise = y + rng.normal(0, 0.3, 100), rng.normal(0, 1, 100)
+    r = stats.paired_cell_bootstrap(y, good, noise, cells, n_boot=500)
+    assert r["difference"] > 0.3 and r["ci"][0] > 0 and r["p"] < 0.01
+    same = stats.paired_cell_bootstrap(y, noise, noise + 1e-9 * rng.normal(size=100), cells, n_boot=200)
+    assert same["p"] > 0.2

@@ -27,7 +27,8 @@ def syn(tmp_path_factory):
 
 
 def _args(path, **kw):
-    d = {"results_dir": str(path), "by": None, "format": "json", "threshold": None, "gap": None, "gap_mode": None}
+    d = {"results_dir": str(path), "by": None, "format": "json", "threshold": None, "gap": None, "gap_mode": None,
+         "sensitivity": False}
     d.update(kw)
     return argparse.Namespace(**d)
 
@@ -154,3 +155,20 @@ def test_cli_json_alone_on_stdout_and_no_jax(syn):
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)  # the whole of stdout is one JSON document
     assert out["threshold"] == 0.9 and out["n_runs"] == 54
+
+
+def test_sensitivity_recounts_phases_over_threshold_and_gap(syn, capsys):
+    out = _json(syn, capsys, sensitivity=True)
+    sens = {(r["threshold"], r["gap"]): r for r in out["sensitivity"]}
+    assert set(sens) == {(t, g) for t in (0.8, 0.9, 0.95, 0.99) for g in (2, 5, 10, 20)}
+    runs = pd.read_parquet(syn / "runs.parquet")
+    planted = runs["phase"].dropna().value_counts().to_dict()  # labelled at threshold 0.99, gap 10
+    row = sens[(0.99, 10)]
+    assert {p: row[p] for p in planted} == planted and row["n"] == int(runs["phase"].notna().sum())
+    # at 0.9 the weight-decay-0 runs (test plateau 0.95 from step 1000, t_fit 100) become grokking
+    assert sens[(0.9, 10)]["grokking"] > row["grokking"] and sens[(0.9, 10)]["memorization"] < row["memorization"]
+    # a larger gap turns grokking runs into comprehension, never the other way
+    assert sens[(0.99, 20)]["grokking"] <= row["grokking"] <= sens[(0.99, 2)]["grokking"]
+    assert summarize_command(_args(syn, format="table", sensitivity=True)) == 0
+    text = capsys.readouterr().out
+    assert "unresolved" in text and "0.8" in text and "20" in text

@@ -1,4 +1,4 @@
-"""Kaplan–Meier and Wilson against hand computations (numpy only)."""
+"""Kaplan–Meier and Wilson (statsmodels) against hand computations and textbook values."""
 
 import math
 
@@ -84,3 +84,21 @@ def test_censored_durations_from_nullable_column():
     np.testing.assert_array_equal(obs, [True, False, True])
     dur, obs = censored_durations([np.nan, 5.0], [10, 10])
     np.testing.assert_array_equal(dur, [10, 5])
+
+
+def test_kaplan_meier_freireich_textbook():
+    """The 6-MP arm of Freireich et al. 1963: KM
+    S(t) = 0.857, 0.807, 0.753, 0.690, 0.627, 0.538, 0.448 at t = 6, 7, 10, 13, 16, 22, 23; median 23."""
+    d = [6, 6, 6, 6, 7, 9, 10, 10, 11, 13, 16, 17, 19, 20, 22, 23, 25, 32, 32, 34, 35]
+    e = [1, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    t, s = kaplan_meier(d, np.array(e, bool))
+    assert t.tolist() == [6, 7, 10, 13, 16, 22, 23]
+    assert s == pytest.approx([0.857, 0.807, 0.753, 0.690, 0.627, 0.538, 0.448], abs=5e-4)
+    assert km_median(d, np.array(e, bool)) == 23
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605),
+                                       (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718), (29, 29, 0.8830, 1.0)])
+def test_wilson_newcombe_1998(k, n, lo, hi):
+    """Newcombe (1998), Statistics in Medicine 17:857, table II, method 3 (Wilson score)."""
+    assert wilson_interval(k, n) == pytest.approx((lo, hi), abs=1e-4)

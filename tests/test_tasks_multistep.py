@@ -261,9 +261,10 @@ def test_chain_splits():
         if hops == 2:
             assert masks["hop2"][i] == (known and not masks["train"][i])
             assert masks["hop2_novel"][i] == (not known)
-            assert not masks["hop3"][i] and not masks["test"][i]
+            assert not masks["hop3"][i] and not masks["hop3_novel"][i] and not masks["test"][i]
         else:
-            assert masks["hop3"][i] == (not masks["train"][i])
+            assert masks["hop3"][i] == (known and not masks["train"][i])
+            assert masks["hop3_novel"][i] == (not known)
             assert not masks["hop2"][i] and not masks["hop2_novel"][i]
     for k in (2, 3):
         assert n_trained[k] == round(cfg[f"hop{k}_frac"] * n_known[k])
@@ -275,7 +276,22 @@ def test_chain_zero_fracs_train_one_step_only():
     cfg, task, data, masks = build("modular_chain", hop2_frac=0.0, hop3_frac=0.0)
     n1 = cfg["p"] ** 2
     assert not masks["train"][n1:].any()
-    assert masks["hop3"][n1 + data.info["n_hop2"]:].all()
+    h3 = slice(n1 + data.info["n_hop2"], data.n)
+    assert (masks["hop3"][h3] | masks["hop3_novel"][h3]).all()  # every three-step chain is held out
+    assert not (masks["hop3"][h3] & masks["hop3_novel"][h3]).any()
+
+
+def test_held_out_parts_declared():
+    from gsweep.tasks import get_task
+    chain = get_task("modular_chain")
+    new = chain.held_out_parts(("train", "test", "hop2", "hop2_novel", "hop3", "hop3_novel"))
+    assert not new["hop2"] and not new["hop3"] and new["hop2_novel"] & new["test"] and new["hop3_novel"] & new["test"]
+    old = chain.held_out_parts(("train", "test", "hop2", "hop2_novel", "hop3"))  # a dir from before hop3_novel
+    assert old["hop3"] & old["test"]
+    kh = get_task("khop").held_out_parts(("train", "test", "hop1", "hop2"))
+    assert kh["hop2"] <= kh["test"] and not (kh["hop1"] & kh["hop2"])
+    comp = get_task("composition").held_out_parts(("train", "atomic", "test", "test_ood"))
+    assert not (comp["test"] & comp["test_ood"])
 
 
 # ---------------------------------------------------------------------------------------- khop
@@ -354,3 +370,23 @@ def test_sweep_files_validate(fname):
     # the quick sweeps also validate with the shortened budgets the acceptance checks use
     if "quick" in fname:
         load_spec(path, ["train.steps=200"]).runs()
+
+
+def test_resume_refuses_a_dir_recorded_with_old_chain_splits(tmp_path):
+    """A chain results dir from before hop3_novel (hop3 = every held-out three-step chain) is refused on
+    resume with a one-line error, not mixed; a dir recording today's splits passes."""
+    from pathlib import Path
+
+    from gsweep.errors import UserError
+    from gsweep.spec import load_spec
+    from gsweep.tasks.recorded import check_recorded_splits
+
+    runs = load_spec(Path(__file__).parent.parent / "sweeps/chain-quick.yaml").runs()
+    gid = runs[0].group_id
+    now = ["train", "test", "hop2", "hop2_novel", "hop3", "hop3_novel"]
+    check_recorded_splits(tmp_path, {"groups": {gid: {"splits": now}}}, runs)
+    check_recorded_splits(tmp_path, {}, runs)  # a new dir
+    with pytest.raises(UserError) as e:
+        check_recorded_splits(tmp_path, {"groups": {gid: {"splits": now[:-1]}}}, runs)
+    msg = str(e.value)
+    assert "\n" not in msg and "hop3_novel" in msg and "new results dir" in msg

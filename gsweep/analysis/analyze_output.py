@@ -128,6 +128,10 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
              f" (cells: {', '.join(out['cell_keys']) or 'none swept'}; seeds grouped)"
              + (f", {out['n_diverged_left_out']} diverged left out" if out["n_diverged_left_out"] else "")
              + f"; threshold {out['threshold']:g}; window {out['window']:.0%} = {wtxt} steps")
+    ts = out.get("target_status")
+    if ts:
+        L.append(f"  target {tgt!r}: " + (ts["message"] + " (read it apart from the clean targets below)"
+                                         if ts["status"] == "overlapping" else ts["message"]))
     L.append("")
     w = max(len(src), len(tgt)) + 16
     L.append(f"  {'':<{w}}{'reached ' + tgt:>18}{'not reached':>14}")
@@ -140,6 +144,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     L.append(f"  grokked => reasoning: {ptxt} (base rate {_f(o['base_rate'])}), {rtxt}, F1 {_f(o['f1'])}, "
              f"MCC {_f(o['mcc'])}" + (f" ({o['mcc_reason']})" if "mcc_reason" in o else ""))
     L.append("  " + _conditional_line(src, tgt, o))
+    L += _within_lines(out)
     sp = o["spearman"]
     if sp["value"] is not None and math.isfinite(sp["value"]):
         if "bootstrap" in sp and all(c is not None and math.isfinite(c) for c in sp["ci"]):
@@ -162,9 +167,15 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             f"{p} {v['reached']}/{v['reached'] + v['not_reached']}" for p, v in out["phase_table"].items()))
     from gsweep.analysis.stability import format_stability
     L += [t for t in [format_stability(out.get("stability"))] if t]
+    L += _targets_lines(out)
+    L += _delay_lines(out)
+    from gsweep.analysis.composition_null import format_composition_null
+    L += format_composition_null(out.get("composition_null"))
     L.append("")
     L.append(f"  early warning from the first {out['window']:.0%}: AUROC / AUPRC on held-out cells "
              f"({out['folds']}); alarm threshold at FPR {out['false_positive_rate']:.0%} chosen on training folds")
+    L.append("  (within: AUROC over pairs of runs from the same cell only; minus hparams: AUROC minus the baseline's "
+             "on the same runs, paired bootstrap over cells)")
     for lab, res in out["predictors"].items():
         split = tgt if lab == "reasoned" else src
         L.append(f"  {lab} (reaches {split}): {res['n_scored']} runs scored, {res['n_pos']} positive, "
@@ -178,7 +189,7 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    AUROC undefined for every predictor and the baseline: {why}")
             continue
         L.append(f"    {'predictor':<18}{'AUROC':>7} {'[95% CI]':<14}{'AUPRC':>7}{'(chance)':>9}{'TPR@FPR':>9}"
-                 f"{'lead (steps)':>14}{'+hparams':>10}  direction")
+                 f"{'lead (steps)':>14}{'+hparams':>10}{'within (cells)':>16}  {'minus hparams [95% CI] p':<32}direction")
         for name, s in res["scores"].items():
             if s.get("auroc") is None or not math.isfinite(s["auroc"]):
                 L.append(f"    {name:<18}{'n/a':>7}  {s.get('auroc_reason', '')}")
@@ -187,9 +198,19 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             cit = f"[{_f(ci[0])}, {_f(ci[1])}]" if ci[0] is not None and math.isfinite(ci[0]) else ""
             lead = s.get("lead_steps_median")
             plus = s.get("auroc_with_hyperparameters")
+            vb = s.get("vs_baseline")
+            vbt = (f"{vb['difference']:+.2f} [{_f(vb['ci'][0])}, {_f(vb['ci'][1])}] p {_p(vb['p'])}"
+                   if vb and vb.get("p") is not None and math.isfinite(vb["p"]) else "-")
             L.append(f"    {name:<18}{_f(s['auroc']):>7} {cit:<14}{_f(s['auprc']):>7}{_f(s['auprc_chance']):>9}"
                      f"{_f(s['tpr_at_fpr']):>9}{(_f(lead, 0) if lead is not None else '-'):>14}"
-                     f"{(_f(plus) if plus is not None else '-'):>10}  {s.get('direction', '')}")
+                     f"{(_f(plus) if plus is not None else '-'):>10}"
+                     f"{_f(s.get('auroc_within_cells')) + ' (' + str(s.get('n_cells_both_classes', 0)) + ')':>16}  "
+                     f"{vbt:<32}{s.get('direction', '')}")
+        fs = res.get("fold_seeds") or {}
+        if fs:
+            L.append("    held-out AUROC with the cells dealt to folds by seeds 1-4 (min-max): " + ", ".join(
+                f"{k} {_f(min(v))}-{_f(max(v))}" for k, v in fs.items()
+                if v and all(x is not None and math.isfinite(x) for x in v)))
     for msg in out["left_out"].values():
         L.append(f"  note: {msg}")
     sizes = [row["n"] for row in out["per_cell"]]
@@ -210,8 +231,9 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
             L.append(f"    {row['cell']}: {row['n']}, {jj['both']}/{jj['source_only']}/{jj['target_only']}/"
                      f"{jj['neither']}, MCC {_f(row['mcc'])}, Spearman {_f(row['spearman']['value'])}")
         if out["n_cells"] > max_cells:
-            L.append(f"    ... {out['n_cells'] - max_cells} more in analysis.json")
+            L.append(f"    ... {out['n_cells'] - max_cells} more in the analysis file")
     L.append("")
+    L += _comparison_lines(out)
     for n in out["notes"]:
         L.append(f"  caveat: {n}")
     if out.get("written"):
@@ -231,3 +253,91 @@ def _conditional_line(src: str, tgt: str, o: dict) -> str:
     parts = [f"{label} = {k}/{n} = {_f(p)} [{_f(ci[0])}, {_f(ci[1])}]" if n else f"{label} n/a ({why})"
              for label, k, n, p, ci, why in rows]
     return parts[0] + " against " + parts[1]
+
+
+def _p(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.2g}" if v >= 0.001 else "<0.001"
+
+
+def _tests_text(r: dict) -> str:
+    """Pooled Fisher, stratified CMH and within-cell permutation p-values of one association."""
+    c, pm, fi = r["cmh"], r["permutation"], r["pooled_fisher"]
+    if c.get("reason"):
+        within = f"stratified (Cochran-Mantel-Haenszel) and within-cell permutation tests: n/a ({c['reason']})"
+    else:
+        within = (f"stratified (Cochran-Mantel-Haenszel) p {_p(c['p'])} over {c['n_strata']} informative cell(s), "
+                  f"within-cell permutation p {_p(pm['p'])}")
+    return f"pooled Fisher p {_p(fi['p'])}; {within}"
+
+
+def _within_lines(out: dict) -> list[str]:
+    rows = [r for r in out.get("targets") or [] if r["target"] == out["target"]]
+    if not rows:
+        return []
+    r = rows[0]
+    return [f"  tests of {out['source']} -> {out['target']}: " + _tests_text(r),
+            "    (the within-cell tests compare seeds of one cell only: an association that exists only "
+            "across cells, through the hyperparameters, does not show there)"]
+
+
+def _targets_lines(out: dict) -> list[str]:
+    rows = out.get("targets") or []
+    if not rows:
+        return []
+    L = ["", f"  every target, from {out['source']!r} (P(target | source) vs P(target | not source); p-values)"]
+    for status, title in (("clean", "clean targets (no held-out part shared with the source)"),
+                          ("overlapping", "overlapping targets: part of what they measure is the source"),
+                          ("undeclared", "targets whose held-out parts the task does not declare")):
+        sel = [r for r in rows if r["status"] == status]
+        if not sel:
+            continue
+        L.append(f"    {title}:")
+        for r in sel:
+            k = r["counts"]
+            L.append(f"      {r['target']}: {k['both']}/{k['both'] + k['source_only']} vs "
+                     f"{k['target_only']}/{k['target_only'] + k['neither']}; " + _tests_text(r))
+            if status == "overlapping":
+                L.append(f"        ({r['message']})")
+    return L
+
+
+def _delay_lines(out: dict) -> list[str]:
+    d = out.get("delay")
+    if not d or "n_generalised" not in d:
+        return []
+    tgt = out["target"]
+    L = ["", f"  does the delay matter? among the {d['n_generalised']} runs that generalised: {d['n_grokking']} grokking, "
+         f"{d['n_comprehension']} comprehension" + (f" ({d['n_unresolved']} of them not resolvable by the "
+                                                     "evaluation grid: phase_resolved false)" if d.get("n_unresolved")
+                                                     else "")]
+    g = d["grokking_vs_comprehension"]
+    if "reason" in g:
+        L.append(f"    grokking vs comprehension -> {tgt}: n/a ({g['reason']})")
+    else:
+        k = g["counts"]
+        L.append(f"    reached {tgt}: grokking {k['both']}/{k['both'] + k['source_only']}, comprehension "
+                 f"{k['target_only']}/{k['target_only'] + k['neither']}; " + _tests_text(g))
+    c = d.get("ratio_vs_onset") or {}
+    if c.get("coef_log_ratio") is not None:
+        L.append(f"    log t_{tgt} on log t_gen and log(t_gen/t_fit) (OLS, {c['n']} runs): ratio coefficient "
+                 f"{c['coef_log_ratio']:+.2f} [{_f(c['ci'][0])}, {_f(c['ci'][1])}], p {_p(c['p'])}")
+    else:
+        L.append(f"    delay ratio vs the target's onset given t_gen: n/a ({c.get('reason', '')})")
+    return L
+
+
+def _comparison_lines(out: dict) -> list[str]:
+    cmp_ = out.get("comparisons")
+    if cmp_ is None:
+        return []
+    L = [f"  {len(cmp_)} comparisons (p-values) in this analysis; correction: Holm over all of them "
+         "(statsmodels multipletests); listed in the analysis file under 'comparisons'"]
+    sig = [c for c in cmp_ if c["p_holm"] < 0.05]
+    if sig:
+        L.append("    below 0.05 after Holm: " + "; ".join(f"{c['name']} (p {_p(c['p'])}, Holm {_p(c['p_holm'])})"
+                                                       for c in sig))
+    else:
+        L.append("    none below 0.05 after Holm")
+    return L

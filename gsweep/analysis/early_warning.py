@@ -174,6 +174,9 @@ def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, feat
         yy, ff, gg = y_all[m], folds[m], groups[m]
         out = scorer(m, yy, ff)
         block = _score_block(yy, out["held"], out["flagged"], lead_all[m], gg, n_boot, seed)
+        # pairs of runs from the same cell only: what is left once the hyperparameters are held fixed
+        block["auroc_within_cells"], block["n_cells_both_classes"] = stats.auroc_within(yy, out["held"], gg)
+        block["_held"] = out["held"]
         if "signs" in out:
             s = np.asarray(out["signs"])
             block["direction"] = ("higher" if (s > 0).all() else "lower" if (s < 0).all()
@@ -207,6 +210,14 @@ def score_label(frame: pd.DataFrame, label: str, t_col: str, X: np.ndarray, feat
         Xf = np.c_[X[m], x[m]]
         comb = cv_logistic(Xf, y_all[m], folds[m], fpr)
         blk["auroc_with_hyperparameters"] = stats.auroc(y_all[m], comb["held"])
-        blk["auroc_hyperparameters_same_runs"] = stats.auroc(y_all[m], cv_logistic(X[m], y_all[m], folds[m], fpr)["held"])
+        base_same = cv_logistic(X[m], y_all[m], folds[m], fpr)["held"]
+        blk["auroc_hyperparameters_same_runs"] = stats.auroc(y_all[m], base_same)
+        if math.isfinite(blk["auroc"]) and len(np.unique(groups[m])) >= 2:
+            # feature minus baseline on the same held-out runs, whole cells resampled for both at once
+            vb = stats.paired_cell_bootstrap(y_all[m], blk["_held"], base_same, groups[m], n_boot=n_boot, seed=seed)
+            vb["what"] = "AUROC(feature) - AUROC(hyperparameters) on the same runs; paired bootstrap over cells"
+            blk["vs_baseline"] = vb
         res["scores"][name] = blk
+    for blk in res["scores"].values():
+        blk.pop("_held", None)
     return res, rocs

@@ -5,7 +5,7 @@ swept keys other than the seeds, so its runs differ only by seed):
 
 1. *Association.* A joint table of runs by (grokked?, reasoning emerged?) where "grokked" means the run
    reached the accuracy threshold on the ``source`` split (default ``test``) within the steps it ran and
-   "reasoning emerged" the same on the ``target`` split (default: the first multi-step split, e.g.
+   "reasoning emerged" the same on the ``target`` split (default: the first clean multi-step split, e.g.
    ``hop2``); precision, recall, F1 and Matthews correlation of "grokked implies reasoning"; and the
    Spearman correlation of the two onset times over the runs that reach both, with a bootstrap interval.
    A run that never reaches a split is censored at its ``steps_done``: a negative for "eventually", and
@@ -21,10 +21,19 @@ swept keys other than the seeds, so its runs differ only by seed):
    time is the number of steps from the window's end to the label's onset over the held-out runs that a
    training-fold threshold at a 10% false-positive rate flags.
 
-Outputs: ``analysis.json``, ``predictors.parquet`` (one row per run), ``plots/analyze-roc.png``,
-``plots/analyze-onset.png`` and a printed summary. The parts live beside this module:
-:mod:`~gsweep.analysis.association`, :mod:`~gsweep.analysis.early_warning`,
-:mod:`~gsweep.analysis.analyze_output`; results are read by :mod:`gsweep.results`.
+Beside them, within cells (:mod:`~gsweep.analysis.within`): every multi-step target marked clean or
+overlapping (sharing held-out parts with the source, as the task declares), with pooled Fisher,
+Cochran-Mantel-Haenszel and within-cell permutation p-values; the delay question (grokking vs
+comprehension, and t_gen / t_fit given t_gen); AUROC within cells and each feature against the baseline
+by a paired bootstrap over cells; the folds redrawn with other seeds; a composition null
+(:mod:`~gsweep.analysis.composition_null`); and Holm's correction over every p-value.
+
+Outputs, named by source, target and threshold (:func:`output_names`), so analyses never overwrite each
+other: ``analysis-SRC-TGT-tTHR.json``, ``predictors-SRC-TGT-tTHR.parquet`` (one row per run),
+``plots/analyze-roc-SRC-TGT-tTHR.png``, ``plots/analyze-onset-SRC-TGT-tTHR.png`` and a printed summary.
+The parts live beside this module: :mod:`~gsweep.analysis.association`,
+:mod:`~gsweep.analysis.early_warning`, :mod:`~gsweep.analysis.analyze_output`; results are read by
+:mod:`gsweep.results`.
 """
 
 from __future__ import annotations
@@ -101,7 +110,10 @@ def multi_step_splits(splits: Sequence[str]) -> list[str]:
     return sorted(cand, key=key)
 
 
-def choose_splits(splits: Sequence[str], source: str, target: str | None, where: str) -> tuple[str, str]:
+def choose_splits(splits: Sequence[str], source: str, target: str | None, where: str,
+                  parts: dict | None = None) -> tuple[str, str]:
+    """(source, target); the default target is the first multi-step split that shares no held-out part
+    with the source (``parts``: the task's declaration), else the first multi-step split."""
     present = ", ".join(splits) or "none"
     if source not in splits:
         raise UserError(f"{where}: --source {source!r} is not a split of these runs; splits present: {present}")
@@ -110,7 +122,10 @@ def choose_splits(splits: Sequence[str], source: str, target: str | None, where:
         if not multi:
             raise UserError(f"{where}: no multi-step split to predict (splits present: {present}); analyze needs "
                             "a task with multi-step splits such as hop2 (e.g. sweeps/chain.yaml), or --target SPLIT")
-        target = multi[0]
+        from gsweep.analysis.within import target_status
+
+        clean = [s for s in multi if target_status(parts, source, s)["status"] == "clean"]
+        target = (clean or multi)[0]
     elif target not in splits:
         raise UserError(f"{where}: --target {target!r} is not a split of these runs; splits present: {present}")
     if target == source:
@@ -131,7 +146,10 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
     res = load_results(results_dir, threshold=threshold)  # relabelled when the threshold differs
     d, thr = res.path, res.threshold
     splits = splits_of(res.curves, res.runs)
-    source, target = choose_splits(splits, source, target, str(d / "curves.parquet"))
+    from gsweep.analysis import within
+
+    parts = within.held_out_parts(res.task_name, splits)
+    source, target = choose_splits(splits, source, target, str(d / "curves.parquet"), parts)
     if any(c not in res.runs for c in (label_column(source), label_column(target))):
         relabel(res)
     spec, meta, curves = res.spec, res.meta, res.curves
@@ -226,11 +244,22 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
     frame["reasoned_in_window"] = np.isfinite(t_tgt) & (t_tgt <= wend)
     frame["fold"] = folds
 
+    # ---- within cells: every candidate target, clean or overlapping, and the delay question
+    n_perm = max(200, 2 * n_boot)
+    cand = [target] + [s for s in multi_step_splits(splits) if s not in (source, target)]
+    targets = within.targets_table(runs, splits, source, label_column(source), cand, parts, cell, label_column,
+                                   n_perm=n_perm, seed=seed)
+    delay = within.delay_block(runs, t_tgt, cell, n_perm=n_perm, seed=seed) if source == GEN else None
+    from gsweep.analysis.composition_null import composition_null
+
+    comp_null = composition_null(runs, res.task_name, splits)
+
     X, xnames = hparam_design(runs, keys)
     predictors_out, rocs = {}, {}
     for lab, tcol, split in (("reasoned", tgt_col, target), ("grokked", src_col, source)):
         res, roc = score_label(frame, lab, tcol, X, features, folds, cell, fpr=fpr, n_boot=n_boot, seed=seed)
         res["meaning"] = f"reached acc >= {thr:g} on {split!r} within the steps run (after the window)"
+        res["fold_seeds"] = within.fold_seed_spread(frame, lab, tcol, X, features, cell)
         predictors_out[lab] = res
         rocs[lab] = roc
     n_cmp = sum(1 for lab in predictors_out.values() for s in lab["scores"].values()
@@ -246,7 +275,9 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
         "overall": overall, "phase_table": phase_table, "per_cell": per_cell,
         "predictors": predictors_out, "features": {f: DESCRIPTIONS[f] for f in features},
         "left_out": left_out,
-        "n_comparisons": n_cmp,
+        "target_status": within.target_status(parts, source, target),
+        "targets": targets, "delay": delay, "composition_null": comp_null,
+        "n_aurocs": n_cmp,
         "notes": notes + [
             "correlation, not causation: grokking and reasoning may share causes (the hyperparameters) "
             "without one producing the other",
@@ -258,18 +289,31 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
     }
     from gsweep.analysis.stability import stability_summary  # does reasoning, once it appears, stay?
     out["stability"] = stability_summary(runs, [source, target])
+    out["comparisons"] = within.collect_pvalues(out)
+    out["n_comparisons"] = len(out["comparisons"])
+    out["correction"] = "Holm (statsmodels multipletests) over every p-value listed under comparisons"
+    out["files"] = output_names(source, target, thr)
     if write:
         paths = write_outputs(d, out, frame, rocs, plots)
         out["written"] = paths
     return out
 
 
+def output_names(source: str, target: str, threshold: float) -> dict[str, str]:
+    """The files of one analysis, named by source, target and threshold (so no analysis overwrites
+    another): analysis-SRC-TGT-tTHR.json, predictors-....parquet, plots/analyze-roc-....png, ..."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{source}-{target}-t{threshold:g}")
+    return {"analysis": f"analysis-{stem}.json", "predictors": f"predictors-{stem}.parquet",
+            "roc": f"plots/analyze-roc-{stem}.png", "onset": f"plots/analyze-onset-{stem}.png"}
+
+
 def write_outputs(d: Path, out: dict, frame: pd.DataFrame, rocs: dict, plots: bool = True) -> list[str]:
     paths = []
-    jpath = d / "analysis.json"
+    names = out["files"]
+    jpath = d / names["analysis"]
     store.write_text(jpath, json.dumps(_jsonable({k: v for k, v in out.items() if k != "written"}), indent=2) + "\n")
     paths.append(str(jpath))
-    ppath = d / "predictors.parquet"
+    ppath = d / names["predictors"]
     fr = frame.copy()
     for c in (f"t_{out['source']}", f"t_{out['target']}"):
         fr[c] = pd.array([None if not np.isfinite(v) else int(v) for v in fr[c]], dtype="Int64")
@@ -278,8 +322,8 @@ def write_outputs(d: Path, out: dict, frame: pd.DataFrame, rocs: dict, plots: bo
     if plots:
         pdir = d / "plots"
         pdir.mkdir(exist_ok=True)
-        paths.append(plot_roc(pdir / "analyze-roc.png", out, rocs))
-        paths.append(plot_onset(pdir / "analyze-onset.png", out, frame))
+        paths.append(plot_roc(d / names["roc"], out, rocs))
+        paths.append(plot_onset(d / names["onset"], out, frame))
     return paths
 
 

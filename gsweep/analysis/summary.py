@@ -1,7 +1,7 @@
 """Per-cell summaries of a results dir: P(grokking), Kaplan–Meier medians, phase counts (no JAX).
 
 ``gsweep summarize RESULTS_DIR [--by KEY ...] [--format table|csv|json] [--threshold X] [--gap G]
-[--gap-mode M]`` groups the runs of ``runs.parquet`` into *cells* (by default every swept key but
+[--gap-mode M] [--sensitivity]`` groups the runs of ``runs.parquet`` into *cells* (by default every swept key but
 ``seed``, so a cell is one point of the grid and its runs are the seeds) and reports per cell:
 
 - ``n_runs``; ``n_diverged`` (counted apart: diverged runs have no phase and are left out of every
@@ -15,6 +15,8 @@
 
 Labels come from ``runs.parquet``; with ``--threshold``/``--gap``/``--gap-mode`` they are recomputed
 from ``curves.parquet`` (:func:`gsweep.metrics.labels.compute_labels`), no retraining needed.
+``--sensitivity`` adds the phase counts over threshold {0.8, 0.9, 0.95, 0.99} x gap {2, 5, 10, 20}
+(:mod:`gsweep.analysis.sensitivity`; with ``--format csv`` it is left out).
 """
 
 from __future__ import annotations
@@ -180,16 +182,24 @@ def summarize_command(args) -> int:
     keys = list(getattr(args, "by", None) or default_cell_keys(res))
     cells = summarize(res, keys)
     fmt = getattr(args, "format", None) or "table"
+    sens = None
+    if getattr(args, "sensitivity", False):
+        from gsweep.analysis.sensitivity import format_sensitivity, phase_sensitivity
+        sens = phase_sensitivity(res.curves, res.runs, gap_mode=res.gap_mode)
     if fmt == "json":
         out = {"results_dir": str(res.path), "name": res.name, "task": res.task_name, "budget": res.budget,
                "threshold": res.threshold, "gap": res.gap, "gap_mode": res.gap_mode, "by": keys,
                "n_runs": int(len(res.runs)), "cells": cells}
+        if sens is not None:
+            out["sensitivity"] = sens.to_dict(orient="records")
         json.dump(out, sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
     elif fmt == "csv":
         summary_frame(cells, text=True).to_csv(sys.stdout, index=False)
     elif fmt == "table":
         print(_table_text(res, keys, cells))
+        if sens is not None:
+            print("\n" + format_sensitivity(sens, res.gap_mode))
     else:
         raise UserError(f"--format: table, csv or json, got {fmt!r}")
     return 0

@@ -1,13 +1,15 @@
-"""Survival statistics for censored step counts (numpy only; no JAX, no pandas needed).
+"""Survival statistics for censored step counts (numpy and statsmodels; no JAX).
 
 A run that never reached the threshold is *censored* at its ``steps_done``: we know its time to
 reach is larger than that, not what it is. Dropping such runs biases medians down, counting them
 as zero is wrong, so medians of ``t_fit`` / ``t_gen`` are Kaplan–Meier medians.
 
-- :func:`kaplan_meier` -> (event times, survival just after each) — the product-limit estimator.
+- :func:`kaplan_meier` -> (event times, survival just after each) — the product-limit estimator
+  (statsmodels ``SurvfuncRight``).
 - :func:`km_median` -> the smallest event time where the survival falls to 0.5 or below, or
   ``None`` when censoring leaves it undefined (callers show that as ``>steps``).
-- :func:`wilson_interval` -> the Wilson score interval of a binomial proportion (95% by default).
+- :func:`wilson_interval` -> the Wilson score interval of a binomial proportion (95% by default;
+  statsmodels ``proportion_confint(method="wilson")``).
 - :func:`censored_durations` -> (durations, observed) from a nullable step column and steps_done.
 """
 
@@ -49,14 +51,11 @@ def kaplan_meier(durations, observed=None) -> tuple[np.ndarray, np.ndarray]:
     d, e = _as_arrays(durations, observed)
     if not e.any():
         return np.array([], dtype=float), np.array([], dtype=float)
-    times = np.unique(d[e])
-    surv = np.empty(times.size, dtype=float)
-    s = 1.0
-    for i, t in enumerate(times):
-        at_risk = np.count_nonzero(d >= t)
-        deaths = np.count_nonzero((d == t) & e)
-        s *= 1.0 - deaths / at_risk
-        surv[i] = s
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    sf = SurvfuncRight(d, e.astype(float))
+    times = np.asarray(sf.surv_times, dtype=float)
+    surv = np.asarray(sf.surv_prob, dtype=float)
     return times, surv
 
 
@@ -84,12 +83,11 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
         raise ValueError(f"need 0 <= successes <= n, got successes={k}, n={n}")
     if n == 0:
         return (math.nan, math.nan)
-    p = k / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    low, high = max(0.0, centre - half), min(1.0, centre + half)
+    from scipy.stats import norm
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(k, n, alpha=2 * float(norm.sf(z)), method="wilson")
+    low, high = max(0.0, float(lo)), min(1.0, float(hi))
     # exact ends: no rounding drift at k = 0 or k = n
     if k == 0:
         low = 0.0

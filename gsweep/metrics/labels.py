@@ -14,6 +14,14 @@ evaluation to the end of the run (missing when the last evaluation is below it);
 counts the times accuracy fell back below the threshold after first reaching it (0 when never reached).
 So the test split gives ``t_test_stable`` / ``relapses_test`` and the train split ``t_train_stable`` /
 ``relapses_train`` (the first-reach columns keep their short names ``t_fit`` / ``t_gen``).
+
+Resolution of the labels: evaluations are discrete, so a first-reach step ``t`` says only that the
+threshold was crossed in (previous evaluation, t]. ``fit_eval_interval`` / ``gen_eval_interval`` are the
+steps from the previous evaluation to ``t_fit`` / ``t_gen`` (t itself when there was none before);
+``delay_ratio`` is ``t_gen / t_fit``; ``phase_resolved`` is True when the phase (grokking or
+comprehension) holds for every pair of crossing steps inside those intervals, False when the grid cannot
+tell (e.g. ``t_fit`` at the first evaluation, 100, and ``t_gen`` = 800 with gap 10: the true ``t_fit``
+may be 70 or 90), and missing when train or test was not reached. ``phase`` itself is unchanged.
 """
 
 from __future__ import annotations
@@ -50,6 +58,32 @@ def stable_from(curves: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, p
     after = above & ~(c["step"].to_numpy(dtype=float) <= lb)  # NaN lb (never below): every row counts
     t_stable = c[after].groupby(key, sort=True)["step"].min()
     return t_stable.unstack("split"), falls.unstack("split")
+
+
+def first_reach_interval(curves: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """run_id x split -> steps from the evaluation before the first reach to it (the step itself when it
+    is the first evaluation after step 0 or the first of all)."""
+    c = curves.sort_values(["run_id", "split", "step"], kind="stable")
+    prev = c.groupby(["run_id", "split"], sort=False)["step"].shift(1).fillna(0).to_numpy(dtype=float)
+    c = c.assign(_gap=c["step"].to_numpy(dtype=float) - prev)
+    hit = c[c["acc"] >= threshold]
+    first = hit.groupby(["run_id", "split"], sort=True).head(1).set_index(["run_id", "split"])["_gap"]
+    return first.unstack("split")
+
+
+def phase_resolved(t_fit, t_gen, d_fit, d_gen, gap: float, gap_mode: str):
+    """Whether the grokking/comprehension call holds for every crossing step inside (t - d, t] of both
+    onsets (None when train or test was not reached)."""
+    if pd.isna(t_fit) or pd.isna(t_gen):
+        return None
+    f_lo, g_lo = float(t_fit) - float(d_fit), float(t_gen) - float(d_gen)
+    if gap_mode == "relative":
+        surely_late = g_lo >= gap * float(t_fit)
+        surely_prompt = float(t_gen) < gap * f_lo
+    else:
+        surely_late = g_lo - float(t_fit) >= gap
+        surely_prompt = float(t_gen) - f_lo < gap
+    return bool(surely_late or surely_prompt)
 
 
 def phase_of(t_fit: float, t_gen: float, gap: float, gap_mode: str) -> str:
@@ -99,4 +133,15 @@ def compute_labels(curves: pd.DataFrame, runs: pd.DataFrame, threshold: float = 
     phases = [None if st == "diverged" else phase_of(f, g, gap, gap_mode)
               for st, f, g in zip(runs["status"], out["t_fit"], out["t_gen"], strict=True)]
     out["phase"] = pd.array(phases, dtype="string")
+    gaps = first_reach_interval(c, threshold).reindex(index=runs["run_id"], columns=[FIT_SPLIT, GEN_SPLIT])
+    out["fit_eval_interval"] = pd.array(gaps[FIT_SPLIT].to_numpy(), dtype="Int64")
+    out["gen_eval_interval"] = pd.array(gaps[GEN_SPLIT].to_numpy(), dtype="Int64")
+    tf = out["t_fit"].to_numpy(dtype=float, na_value=np.nan)
+    tg = out["t_gen"].to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["delay_ratio"] = np.where(tf > 0, tg / tf, np.nan)
+    res = [None if st == "diverged" else phase_resolved(f, g, df, dg, gap, gap_mode)
+           for st, f, g, df, dg in zip(runs["status"], out["t_fit"], out["t_gen"], out["fit_eval_interval"],
+                                       out["gen_eval_interval"], strict=True)]
+    out["phase_resolved"] = pd.array(res, dtype="boolean")
     return out

@@ -123,6 +123,8 @@ def metric_label(metric: str, threshold: float) -> str:
     """A metric in words."""
     if metric == "phase":
         return "phase (majority over seeds)"
+    if metric.startswith("share:"):
+        return f"share of runs in phase {metric[len('share:'):]} (text: share, runs/labelled runs)"
     if metric == "t_fit":
         return f"steps to fit (train accuracy >= {threshold:g})"
     if metric == "t_gen":

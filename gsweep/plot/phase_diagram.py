@@ -7,7 +7,10 @@ earlier phase in the order comprehension, grokking, memorization, confusion and 
 column the colour is a continuous scale (log for step counts); for step counts the cell's value is
 the Kaplan–Meier median over its runs, censored at ``steps_done``, and a cell whose median is not
 reached within the budget is drawn grey and hatched with ``>N`` in it, never as a number.
-Diverged runs are left out of the cell's statistics and counted in its text.
+Diverged runs are left out of the cell's statistics and counted in its text. With
+``--metric share:PHASE`` (any phase) the colour is the share of the cell's labelled runs in that phase,
+on a fixed 0-1 scale, and the text is that share with its count (``0.33\n1/3``): a minority phase that
+the majority map hides stays visible.
 
 :func:`phase_diagram_data` returns everything the figure shows (one row per cell, with its colour
 and text), so tests and notebooks can check the map without reading pixels.
@@ -165,10 +168,13 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
                        metric: str = "phase") -> PhaseDiagramData:
     """Cells, colours and texts of a phase diagram (see the module docstring)."""
     metric = metric or "phase"
-    check_columns(res, [metric], "--metric")
+    share_of = metric[len("share:"):] if metric.startswith("share:") else None
+    if share_of is not None and share_of not in PHASES:
+        raise UserError(f"--metric {metric!r}: share:PHASE takes one of {', '.join(PHASES)}")
+    check_columns(res, ["phase" if share_of else metric], "--metric")
     x, y, facets, pooled = choose_axes(res, x, y, facet)
     runs = res.runs.reset_index(drop=True)
-    if metric != "phase" and not (pd.api.types.is_numeric_dtype(runs[metric]) or is_step_metric_col(metric)):
+    if metric != "phase" and share_of is None and not (pd.api.types.is_numeric_dtype(runs[metric]) or is_step_metric_col(metric)):
         raise UserError(f"--metric {metric!r}: not a numeric column of runs.parquet; use 'phase' or a number "
                         f"column such as t_gen, delay, final_test_acc")
     div = is_diverged(runs)
@@ -197,6 +203,13 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
                            color=DIVERGED_COLOR, text="diverged")
             if n_lab and row["n_diverged"]:
                 row["text"] += f"\n+{row['n_diverged']} div."
+        elif share_of is not None:
+            ph = ok["phase"].astype("string")
+            k, n_lab = int((ph == share_of).sum()), int(ph.notna().sum())
+            row.update(value=k / n_lab if n_lab else math.nan, censored=False, bound=math.nan, reached=k,
+                       n_labelled=n_lab)
+            if len(ok) == 0:
+                row.update(text="diverged", color=DIVERGED_COLOR)
         else:
             row.update(_cell_value(ok, metric))
             if len(ok) == 0:
@@ -205,8 +218,8 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
     cells = pd.DataFrame(rows)
     norm = None
     if metric != "phase":
-        if metric.endswith("_acc"):
-            norm = mcolors.Normalize(0.0, 1.0)  # accuracies on one scale, comparable across sweeps
+        if metric.endswith("_acc") or share_of is not None:
+            norm = mcolors.Normalize(0.0, 1.0)  # accuracies and shares on one scale, comparable across sweeps
         else:
             norm = _norm(cells["value"].to_numpy(dtype=float), step_metric)
         cmap = plt.get_cmap(CMAP)
@@ -223,6 +236,8 @@ def phase_diagram_data(res: Results, x: str | None = None, y: str | None = None,
             else:
                 colors.append(mcolors.to_hex(cmap(norm(r["value"]))))
                 t = _value_text(float(r["value"]), metric, step_metric)
+                if share_of is not None:
+                    t = f"{r['value']:.2f}\n{int(r['reached'])}/{int(r['n_labelled'])}"
                 if step_metric and r["reached"] < r["n"]:
                     t += f"\n({r['reached']}/{r['n']})"
                 texts.append(t)
@@ -316,7 +331,7 @@ def phase_diagram_command(res: Results, args) -> int:
     if d.metric != "phase" and not has_values(d):
         common.note(f"no cell has a value of {d.metric}: every cell is drawn censored (no colour scale)")
     fig = draw(res, d)
-    common.save(fig, common.output_path(res, getattr(args, "out", None), f"phase-diagram-{d.metric}.png"))
+    common.save(fig, common.output_path(res, getattr(args, "out", None), f"phase-diagram-{d.metric.replace(':', '-')}.png"))
     return 0
 
 
@@ -339,5 +354,8 @@ def add_key(fig, axes, d, res):
     sm = plt.cm.ScalarMappable(norm=d.norm, cmap=CMAP)
     cb = fig.colorbar(sm, ax=axes.ravel().tolist(), shrink=0.9)
     label = common.metric_label(d.metric, res.threshold)
+    if d.metric.startswith("share:"):
+        cb.set_label(label, fontsize=9)
+        return cb
     cb.set_label(("median " if not d.step_metric else "Kaplan-Meier median, ") + label, fontsize=9)
     return cb

@@ -168,20 +168,44 @@ def summary_html(res: Results) -> str:
 
     cells = summarize(res)
     df = summary_frame(cells, text=True)
-    return df.to_html(index=False, classes="summary", na_rep="-", float_format=lambda v: f"{v:.3g}",
-                      border=0)
+    html_ = df.to_html(index=False, classes="summary", na_rep="-", float_format=lambda v: f"{v:.3g}", border=0)
+    return html_ + sensitivity_html(res)
+
+
+def sensitivity_html(res: Results) -> str:
+    """The phase counts over threshold x gap (gsweep summarize --sensitivity), as a table."""
+    if res.curves is None or not len(res.curves) or "steps_done" not in res.runs:
+        return ""
+    from gsweep.analysis.sensitivity import phase_sensitivity
+
+    try:
+        t = phase_sensitivity(res.curves, res.runs, gap_mode=res.gap_mode)
+    except Exception as e:  # noqa: BLE001 - the page still loads
+        return f"<p class='note'>phase sensitivity could not be computed ({html.escape(type(e).__name__)})</p>"
+    return ("<p>How the phase counts move with the label's choices (runs, not cells; 'unresolved': grokking "
+            "or comprehension calls the evaluation grid cannot tell apart):</p>"
+            + t.to_html(index=False, classes="summary", border=0))
+
+
+def analysis_files(res: Results) -> list[Path]:
+    """Every analysis in the results dir: analysis.json (older gsweep) and analysis-*.json, oldest first."""
+    return sorted(res.path.glob("analysis*.json"), key=lambda p: (p.stat().st_mtime, p.name))
 
 
 def analysis_text(res: Results) -> str | None:
-    p = res.path / "analysis.json"
-    if not p.exists():
+    files = analysis_files(res)
+    if not files:
         return None
     from gsweep.analysis.analyze_output import format_summary
 
-    try:
-        return format_summary(json.loads(p.read_text()))
-    except Exception as e:  # noqa: BLE001 - an analysis.json from another version: show what is wrong
-        return f"analysis.json could not be read ({type(e).__name__}: {e})"
+    parts = [f"{len(files)} analys{'is' if len(files) == 1 else 'es'} in this results dir: "
+             + ", ".join(p.name for p in files)]
+    for p in files:
+        try:
+            parts.append(f"==== {p.name}\n" + format_summary(json.loads(p.read_text())))
+        except Exception as e:  # noqa: BLE001 - an analysis file from another version: show what is wrong
+            parts.append(f"==== {p.name} could not be read ({type(e).__name__}: {e})")
+    return "\n\n".join(parts)
 
 
 def payload(res: Results) -> dict[str, Any]:

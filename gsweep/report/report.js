@@ -80,8 +80,10 @@
   }
 
   // ---------------------------------------------------------------- cells
+  function isShare(m) { return m === "p_grokking" || m.startsWith("share:"); }
   function metricOptions() {
     const m = [["phase", "phase (majority over seeds)"], ["p_grokking", "P(grokking)"]];
+    for (const p of PHASES) m.push(["share:" + p, "share of runs in phase " + p + " (minorities visible)"]);
     for (const c of D.step_metrics) {
       const label = c === "t_fit" ? "t_fit: steps to fit (train)" : c === "t_gen" ? "t_gen: steps to generalise (test)"
         : c + ": steps to reach " + c.slice(2);
@@ -108,8 +110,9 @@
       return Object.assign(cell, {kind: "phase", phase: maj, z: PHASES.indexOf(maj), counts: counts,
         text: best + "/" + nLab + (tie ? " tie" : ""), color: PHASE_COLORS[maj]});
     }
-    if (metric === "p_grokking") {
-      const k = ok.filter((i) => R.phase[i] === "grokking").length;
+    if (isShare(metric)) {
+      const ph = metric === "p_grokking" ? "grokking" : metric.slice(6);
+      const k = ok.filter((i) => R.phase[i] === ph).length;
       return Object.assign(cell, {kind: "value", value: k / n, z: k / n, text: (k / n).toFixed(2) + "<br>(" + k + "/" + n + ")"});
     }
     let dur, obs, sub = ok;
@@ -191,9 +194,10 @@
         textfont: {color: "#222"}, name: "censored"}, common));
       const main = {type: "heatmap", z: z, name: "cells"};
       if (metric === "phase") Object.assign(main, {colorscale: phaseScale(), zmin: -0.5, zmax: 3.5});
-      else Object.assign(main, {colorscale: "Viridis", zmin: metric === "p_grokking" ? 0 : zmin,
-        zmax: metric === "p_grokking" ? 1 : (zmax > zmin ? zmax : zmin + 1), showscale: f === 0,
-        colorbar: metric === "p_grokking" ? {title: {text: "P(grokking)"}} : stepColorbar(zmin, zmax)});
+      else Object.assign(main, {colorscale: "Viridis", zmin: isShare(metric) ? 0 : zmin,
+        zmax: isShare(metric) ? 1 : (zmax > zmin ? zmax : zmin + 1), showscale: f === 0,
+        colorbar: isShare(metric) ? {title: {text: metric === "p_grokking" ? "P(grokking)" : "share " + metric.slice(6)}}
+          : stepColorbar(zmin, zmax)});
       traces.push(Object.assign(common, main, {showscale: main.showscale || false}));
       layout["xaxis" + ax] = {tickvals: xs.map((_, i) => i), ticktext: xs.map(fmtValue), title: {text: word(state.x || "")},
         showgrid: false, zeroline: false};
@@ -221,7 +225,8 @@
     const pooled = D.swept.filter((k) => k !== state.x && k !== state.y && k !== state.facet);
     el("map-note").textContent = (pooled.length ? "Cells pool the runs over " + pooled.map(word).join(", ") + ". " : "") +
       (metric === "phase" ? "Colour: the majority phase over the cell's runs; text: runs agreeing with it."
-        : metric === "p_grokking" ? "Share of the cell's (non-diverged) runs whose phase is grokking."
+        : isShare(metric) ? "Share of the cell's (non-diverged) runs whose phase is " +
+          (metric === "p_grokking" ? "grokking" : metric.slice(6)) + "; text: share (k/n)."
         : "Kaplan-Meier median over the cell's runs; a run that never got there is censored at the steps it ran. " +
           "Grey and hatched, >N: more than half never got there within N steps. (k/n): runs that got there.");
   }
@@ -238,7 +243,7 @@
     if (state.metric === "phase") {
       L.innerHTML = PHASES.map((p) => '<span class="sw" style="background:' + PHASE_COLORS[p] + '"></span>' + p).join("") +
         '<span class="sw" style="background:' + DIVERGED + '"></span>all runs diverged';
-    } else if (state.metric !== "p_grokking") {
+    } else if (!isShare(state.metric)) {
       L.innerHTML = '<span class="sw" style="background:' + CENSORED + '"></span>censored: median not reached within the budget' +
         '<span class="sw" style="background:' + DIVERGED + '"></span>all runs diverged';
     } else L.innerHTML = "";

@@ -69,6 +69,16 @@ class Task:
         """Per-run boolean masks over the pool, keyed by split name, in ``data.split_names`` order."""
         raise NotImplementedError
 
+    @classmethod
+    def held_out_parts(cls, split_names: tuple[str, ...]) -> dict[str, frozenset[str]] | None:
+        """Per evaluated split, the held-out components its examples depend on (``gsweep analyze``: a
+        target sharing one with the source overlaps it: part of what it measures is the source).
+
+        ``split_names``: the splits a results dir recorded (an older dir may carry an older split
+        meaning, told by its names). None when the task declares nothing.
+        """
+        return None
+
 
 def rng_for(cfg: Mapping[str, Any], *salt: Any) -> np.random.Generator:
     """A numpy generator that depends only on the run's data seed, the task name and the salt."""

@@ -13,7 +13,14 @@ and one of ``n_hop3`` three-step chains (all of them when there are fewer). Per 
 - ``test``: the held-out one-step pairs (the grokking split).
 - ``hop2``: held-out two-step chains whose parts are all training pairs (composition of known facts).
 - ``hop2_novel``: two-step chains with at least one held-out part (needs the generalised rule).
-- ``hop3``: held-out three-step chains (every three-step chain not trained on).
+- ``hop3``: held-out three-step chains whose parts are all training pairs (parts all trained).
+- ``hop3_novel``: three-step chains with at least one held-out part.
+
+``hop2`` and ``hop3`` are the clean targets for ``gsweep analyze`` (no held-out pair inside); ``hop2_novel``
+and ``hop3_novel`` pass through the held-out pairs that ``test`` measures (:meth:`held_out_parts`).
+Results dirs written before ``hop3_novel`` existed recorded ``hop3`` as every held-out three-step chain:
+``gsweep run`` refuses to resume them (the recorded splits differ), and ``gsweep analyze`` reads their
+``hop3`` as overlapping.
 """
 
 from __future__ import annotations
@@ -110,7 +117,8 @@ class ModularChain(Task):
         info = {"p": p, "op": op, "n_one": p * p, "n_hop2": len(c2), "n_hop3": len(c3)}
         return TaskData(x_NxT=np.concatenate(x).astype(np.int32), y_N=np.concatenate(y).astype(np.int32),
                         vocab_size=p + 3, n_classes=p,
-                        split_names=("train", "test", "hop2", "hop2_novel", "hop3"), fourier_p=p, info=info)
+                        split_names=("train", "test", "hop2", "hop2_novel", "hop3", "hop3_novel"), fourier_p=p,
+                        info=info)
 
     @classmethod
     def masks(cls, data, cfg):
@@ -130,10 +138,16 @@ class ModularChain(Task):
             trained = np.zeros(n, dtype=bool)
             trained[eligible[: int(round(frac * len(eligible)))]] = True
             out["train"][start:start + n] = trained
-            if k == 2:
-                out["hop2"][start:start + n] = known & ~trained
-                out["hop2_novel"][start:start + n] = ~known
-            else:
-                out["hop3"][start:start + n] = ~trained
+            out[f"hop{k}"][start:start + n] = known & ~trained
+            out[f"hop{k}_novel"][start:start + n] = ~known
         return out
+
+    @classmethod
+    def held_out_parts(cls, split_names):
+        pairs = frozenset({"held-out pairs"})
+        parts = {"train": frozenset(), "test": pairs, "hop2": frozenset(), "hop2_novel": pairs,
+                 "hop3": frozenset(), "hop3_novel": pairs}
+        if "hop3_novel" not in split_names:  # an older dir: hop3 was every held-out three-step chain
+            parts["hop3"] = pairs
+        return {s: parts[s] for s in split_names if s in parts}
 

@@ -24,6 +24,7 @@ import pandas as pd
 from gsweep import store
 from gsweep.errors import UserError
 from gsweep.spec import SweepSpec
+from gsweep.tasks.recorded import check_recorded_splits
 from gsweep.train.progress import Progress
 from gsweep.train.resultsdir import (
     CKPT,
@@ -152,6 +153,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         raise UserError(f"shard {shard.index}/{shard.count} holds none of the {len(runs_all)} runs of this sweep; "
                         f"use at most {len(runs_all)} shards")
     old_meta = store.read_meta(out) if mode != "new" else {}
+    check_recorded_splits(out, old_meta, runs_all)  # an older split meaning is refused, not mixed
     verify_parts(out)  # a damaged unit record or part file is refused here, before anything changes
     check_writable(out)
     lock = Lock(out)
