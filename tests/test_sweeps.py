@@ -45,9 +45,29 @@ def test_study_sweep_sized_and_paired(path):
     assert len(gpu_runs) >= len(runs)
     assert len({r["seed"] for r in runs}) >= 5
     depths = {int(r["model.depth"]) for r in runs}
-    if spec.task["name"] == "modular_chain":
+    if path.name == "study-grok-chain.yaml":
+        check_grok_chain_study(path, runs)
+    elif spec.task["name"] == "modular_chain":
         assert len(runs) >= 200 and depths == {1, 2}
         assert len({r["task.data_frac"] for r in runs}) >= 3 and len({r["train.weight_decay"] for r in runs}) >= 2
     else:
         assert spec.task["name"] == "composition" and len(depths) >= 2
         assert len({r["task.phi"] for r in runs}) >= 4
+
+
+def check_grok_chain_study(path, runs):
+    """The pre-registered study (issue: findings, second edition): >= 300 full-batch runs, add beside an
+    operation that is neither associative nor commutative, >= 8 seeds in every cell, a fine early
+    evaluation grid, and a header that pre-registers the hypothesis, target, test and what counts as no."""
+    from collections import Counter
+
+    header = path.read_text().split("\n\n")[0].lower()
+    for word in ("pre-registration", "hypothesis", "target", "permutation", "mantel", "holm", "counts as no"):
+        assert word in header, f"{path.name}: header does not state {word!r}"
+    assert len(runs) >= 300
+    ops = {r["task.op"] for r in runs}
+    assert "add" in ops and ops & {"sub", "x3_xy"}, ops
+    assert {int(r["train.batch_size"]) for r in runs} == {0}
+    assert all(int(r["train.early_evals"]) > 0 for r in runs)
+    cells = Counter(tuple(sorted((k, v) for k, v in r.items() if k not in ("seed", "task.data_seed"))) for r in runs)
+    assert min(cells.values()) >= 8, f"{path.name}: a cell has {min(cells.values())} seeds"
