@@ -191,15 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--by", nargs="+", help="keys that define a cell (default: the swept keys but seed)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
-<<<<<<< HEAD
     _label_flags(p)
-=======
-    p.add_argument("--threshold", type=float, help="accuracy threshold (default: the spec's analysis block)")
-    p.add_argument("--gap", type=float, help="fit-to-generalise gap (default: the spec's analysis block)")
-    p.add_argument("--gap-mode", choices=("relative", "absolute"))
     p.add_argument("--sensitivity", action="store_true",
                    help="also the phase counts over threshold {0.8,0.9,0.95,0.99} x gap {2,5,10,20}")
->>>>>>> issue-26
     p.set_defaults(fn=_summarize)
 
     p = sub.add_parser("plot", help="figures from a results dir")
