@@ -152,6 +152,8 @@ def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
 
 
 def _read_yaml(p: Path) -> dict:
+    from gsweep.store import MAX_RECORD_BYTES, own_file
+    own_file(p, MAX_RECORD_BYTES)
     try:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e:
@@ -164,6 +166,8 @@ def _read_yaml(p: Path) -> dict:
 
 
 def _read_json(p: Path) -> dict:
+    from gsweep.store import MAX_RECORD_BYTES, own_file
+    own_file(p, MAX_RECORD_BYTES)
     try:
         d = json.loads(p.read_text())
     except json.JSONDecodeError as e:

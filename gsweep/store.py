@@ -26,6 +26,31 @@ FORMAT = "gsweep-results/1"
 CURVE_KEY = ["run_id", "step", "split"]
 
 
+MAX_RECORD_BYTES = 256 << 20  # meta.json, spec.yaml, unit and checksum records: far below any real one
+
+
+def own_file(path: Path, limit: int | None = None) -> Path:
+    """``path`` as a file gsweep may read as its own: not a symbolic link (gsweep never reads or
+    deletes through a link it did not make), a regular file (not a device or a pipe), and at most
+    ``limit`` bytes. Anything else is a one-line :class:`UserError` naming it."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link; gsweep reads only its own files, never through a link "
+                        "(replace the link by the file itself)")
+    import stat
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: not a regular file (a folder, device or pipe where gsweep keeps a file)")
+    if limit is not None and st.st_size > limit:
+        raise UserError(f"{path}: {st.st_size:,} bytes is too large for this record (damaged?)")
+    return path
+
+
 def _atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, fsync, then rename over ``path``.
 
@@ -34,6 +59,7 @@ def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # results files respect the umask (mkstemp makes them 0600)
     os.close(fd)
     try:
         write(tmp)
@@ -46,6 +72,12 @@ def _atomic(path: Path, write) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
 
 
 def write_text(path: Path, text: str) -> None:
@@ -65,6 +97,7 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 def read_json(path: Path) -> Any:
     """A JSON file gsweep wrote; a damaged one is a :class:`UserError` naming it."""
+    own_file(path, MAX_RECORD_BYTES)
     try:
         with open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
@@ -102,6 +135,7 @@ def read_parquet(path: Path, required: tuple[str, ...] = (), **kw) -> pd.DataFra
 
 
 def _read_parquet(path: Path, **kw) -> pd.DataFrame:
+    own_file(path)
     try:
         return pd.read_parquet(path, **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -117,6 +151,7 @@ def read_spec_yaml(results_dir: Path) -> dict:
     p = Path(results_dir) / SPEC
     if not p.exists():
         raise UserError(f"{results_dir}: not a results dir (no {SPEC})")
+    own_file(p, MAX_RECORD_BYTES)
     try:
         d = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -129,6 +164,7 @@ def read_spec_yaml(results_dir: Path) -> dict:
 def sha256_file(path: Path) -> str:
     import hashlib
     h = hashlib.sha256()
+    own_file(path)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)

@@ -567,3 +567,105 @@ def test_numeric_strings_are_numbers():
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
     assert from_dict(yaml.safe_load(yaml.safe_dump(tiny_spec_dict())
                                     .replace("lr: 0.003", "lr: 3e-3"))).train["lr"] == 0.003
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 1: links. checkpoints/ and parts/ may be links to scratch: gsweep deletes inside them only
+# what it verifiably made; it never reads or deletes through any other link.
+
+
+def _scratch(tmp_path: Path) -> Path:
+    s = tmp_path / "scratch"
+    (s / "unrelated-project").mkdir(parents=True)
+    (s / "unrelated-project" / "data.txt").write_text("theirs")
+    (s / "u0123456789ab").mkdir()  # named like a unit, but not gsweep's
+    (s / "u0123456789ab" / "notes").write_text("theirs")
+    (s / "x.parquet").write_bytes(b"theirs")
+    (s / "u0123456789ab-00000.parquet").write_bytes(b"theirs, named like a part")
+    return s
+
+
+def _link_folder(d: Path, name: str, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for p in (d / name).iterdir():
+        shutil.move(str(p), str(target / p.name))
+    (d / name).rmdir()
+    (d / name).symlink_to(target, target_is_directory=True)
+
+
+def test_links_to_scratch_are_used_and_nothing_foreign_is_deleted(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    scratch = _scratch(tmp_path)
+    _link_folder(d, "checkpoints", scratch / "ck")
+    _link_folder(d, "parts", scratch / "pa")
+    for sub in ("ck", "pa"):
+        shutil.copytree(scratch / "unrelated-project", scratch / sub / "unrelated-project")
+        shutil.copytree(scratch / "u0123456789ab", scratch / sub / "u0123456789ab")
+        shutil.copy(scratch / "x.parquet", scratch / sub / "x.parquet")
+        shutil.copy(scratch / "u0123456789ab-00000.parquet", scratch / sub / "u0123456789ab-00000.parquet")
+    foreign = {k: v for k, v in tree(scratch).items() if "u0123456789ab" in k or "unrelated" in k or "x.parquet" in k}
+    outside = tree(tmp_path / "elsewhere")
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    runs0 = pd.read_parquet(d / "runs.parquet")
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")  # a finished dir: stale units are cleared
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet", "--fresh")  # --fresh clears what gsweep made
+    assert rc == 0, err
+    assert "u0123456789ab" in err  # listed as kept
+    now = tree(scratch)
+    assert {k: now.get(k) for k in foreign} == foreign, "a foreign file in a linked folder changed"
+    assert (d / "checkpoints").is_symlink() and (d / "parts").is_symlink()
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+    assert tree(tmp_path / "elsewhere") == outside
+
+
+@pytest.mark.parametrize("what", ["spec.yaml", "meta.json", ".gsweep", ".lock", "units", "part", "ckpt", "png"])
+def test_links_gsweep_did_not_make_are_never_followed(capsys, trained, copy_of, tmp_path, what):
+    d = copy_of()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not yours")
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    if what in ("spec.yaml", "meta.json", ".gsweep", ".lock"):
+        if (d / what).exists():
+            os.unlink(d / what)
+        (d / what).symlink_to(secret)
+    elif what == "units":
+        u = next((d / "units").glob("*.json"))
+        shutil.copy(u, tmp_path / "unit.json")
+        u.unlink()
+        u.symlink_to(tmp_path / "unit.json")
+    elif what == "part":
+        p = next((d / "parts").glob("*.parquet"))
+        shutil.copy(p, tmp_path / "part.parquet")
+        p.unlink()
+        p.symlink_to(tmp_path / "part.parquet")
+    elif what == "ckpt":
+        c = next(p for p in (d / "checkpoints").iterdir() if p.is_dir())
+        shutil.move(str(c), str(tmp_path / "ck"))
+        c.symlink_to(tmp_path / "ck", target_is_directory=True)
+    else:
+        (d / "plots").mkdir(exist_ok=True)
+        (d / "plots" / "analyze-x.png").symlink_to(secret)
+    before_out = tree(tmp_path)
+    if what == "png":
+        rc, _, err = cli(capsys, "report", d)
+        assert rc == 0, err
+        assert "left out" in err
+        import base64
+        assert base64.b64encode(secret.read_bytes()).decode() not in (d / "report.html").read_text()
+        return
+    if what == ".gsweep":
+        os.unlink(d / "meta.json")  # only the linked marker could prove the dir is gsweep's
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh")
+        assert_error(rc, err, "--fresh deletes only")
+    else:
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+        if what == "ckpt":
+            rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh", "--quiet")
+            assert_error(rc, err, "is a link")  # neither deleted nor read
+            assert tree(tmp_path / "ck") == {k[3:]: v for k, v in before_out.items() if k.startswith("ck/")}
+            return
+        assert_error(rc, err, what if what in ("spec.yaml", "meta.json", ".lock") else "link")
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")} == \
+        {k: v for k, v in before_out.items() if not k.startswith("r/")}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -38,6 +37,7 @@ from gsweep.train.resultsdir import (  # noqa: F401
     clear_for_fresh,
     clear_stale_temps,
     merged_meta,
+    remove_owned,
     spec_diff,
 )
 from gsweep.train.tables import (  # noqa: F401
@@ -311,6 +311,9 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         raise DeviceOOM(f"RESOURCE_EXHAUSTED: test hook: {prog.R} runs per chunk > {oom_above}")
     from gsweep.train.engine import live_rows
     ckpt_dir = out / CKPT / unit.unit_id
+    if ckpt_dir.is_symlink() or (ckpt_dir.exists() and not ckpt_dir.is_dir()):
+        raise UserError(f"{ckpt_dir}: is a link or a file where gsweep keeps a unit's checkpoints; gsweep never "
+                        "reads or deletes through a link it did not make (link checkpoints/ itself instead)")
     every = int(unit.runs[0].settings["train.checkpoint_every"])
     u = prog.unit_arrays(unit.runs)
     states = prog.init_states(u)
@@ -405,17 +408,12 @@ def _run_info(diverged_at: int, steps_done: int, finished: bool, stopped_at: int
 
 def remove_stale_units(out: Path) -> None:
     """Once every run is finished: part files and checkpoints of units that never finished (superseded
-    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them."""
+    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them. Only entries
+    gsweep verifiably made are removed (:func:`remove_owned`): ``checkpoints/`` or ``parts/`` may be
+    links to a scratch disk holding other files, and those stay."""
     done = {f.stem for f in (out / UNITS).glob("*.json")} if (out / UNITS).exists() else set()
-    if (out / PARTS).exists():
-        for p in (out / PARTS).glob("*.parquet"):
-            if p.stem.rsplit("-", 1)[0] not in done:
-                remove_part(p)
-    if (out / CKPT).exists():
-        for d in (out / CKPT).iterdir():
-            uid = d.name.split(".", 1)[0]
-            if uid not in done and d.name.startswith("u"):
-                shutil.rmtree(d) if d.is_dir() else d.unlink(missing_ok=True)
+    for folder in (PARTS, CKPT):
+        remove_owned(out / folder, keep_units=done)
 
 
 def init_distributed(args) -> None:

@@ -83,6 +83,9 @@ def verify_parts(out: Path) -> None:
 
 
 def remove_part(path: Path) -> None:
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link where gsweep keeps its own part file; gsweep never deletes "
+                        "a link it did not make (remove it yourself, or link parts/ itself instead)")
     path.with_name(path.name + ".sha256").unlink(missing_ok=True)
     path.unlink(missing_ok=True)
 
