@@ -234,6 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     from gsweep.spec import SpecError
 
     args = build_parser().parse_args(argv)
+    import signal
+
+    def on_term(signum, frame):  # SIGTERM unwinds like SIGINT (temporaries removed); `run` installs its own
+        raise Terminated()
+    try:
+        old_term = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        old_term = None
     try:
         rc = args.fn(args)
     except (SpecError, UserError) as e:
@@ -243,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from gsweep.train.sweep import ignore_signals
+        ignore_signals()  # a further signal must not interrupt the exit handlers (JAX's) with a traceback
         print("gsweep: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # a path that cannot be read or written
         where = e.filename if e.filename is not None else ""
         print(f"gsweep: error: {where}{': ' if where else ''}{e.strerror or e}", file=sys.stderr)
@@ -267,7 +277,14 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         raise
+    finally:
+        if old_term is not None and signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, old_term)
     return int(rc or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a sweep's own handling: unwinds like Ctrl-C, exit status 143."""
 
 
 def _is_damaged_file_error(e: BaseException) -> bool:

@@ -233,7 +233,7 @@ def next_round(out: Path, raw: dict, x: str | None = None, y: str | None = None,
     from gsweep.analysis.summary import swept_keys
     from gsweep.spec import from_dict
 
-    runs = pd.read_parquet(out / store.RUNS)
+    runs = store.read_parquet(out / store.RUNS)
     meta = store.read_json(out / store.META) if (out / store.META).exists() else {}
     x, y, facets = choose_refine_axes(swept_keys(raw, meta, runs), x, y)
     spec = from_dict(raw, str(out / store.SPEC))
@@ -263,10 +263,13 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
     from gsweep.spec import from_dict
 
     out = Path(out)
+    if plan is not None:
+        from gsweep.train.resultsdir import check_not_a_record
+        check_not_a_record(Path(plan), "--plan")
     raw = store.read_spec_yaml(out)
     if not (out / store.RUNS).exists():
         raise UserError(f"{out}: no {store.RUNS} yet; run the sweep first (gsweep run)")
-    runs0 = pd.read_parquet(out / store.RUNS)
+    runs0 = store.read_parquet(out / store.RUNS)
     meta = store.read_json(out / store.META) if (out / store.META).exists() else {}
     sx, sy, _ = choose_refine_axes(swept_keys(raw, meta, runs0), x, y)
     _check_args(runs0, sx, sy, metric, level, rounds, max_runs, out)
@@ -297,7 +300,7 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
         total_runs += n
         remaining = None if max_runs is None else max_runs - total_runs
         done += 1
-    n_runs = len(pd.read_parquet(out / store.RUNS))
+    n_runs = len(store.read_parquet(out / store.RUNS))
     return {"rounds": done, "added_points": total_pts, "added_runs": total_runs, "runs": n_runs}
 
 
@@ -315,7 +318,7 @@ def refine_command(args) -> int:
                      metric=args.metric, level=args.level, plan=args.plan, progress=not args.quiet, command=cmd)
     except Interrupted as e:
         print(f"gsweep: {e}; the same refine command resumes", file=sys.stderr)
-        return 130
+        return e.exit_code
     if res["runs"] is not None:
         print(f"{args.results_dir}: {res['rounds']} round(s) of refinement; this command added "
               f"{res['added_points']} point(s), {res['added_runs']} run(s); {res['runs']} runs in all")

@@ -669,3 +669,198 @@ def test_links_gsweep_did_not_make_are_never_followed(capsys, trained, copy_of, 
         assert_error(rc, err, what if what in ("spec.yaml", "meta.json", ".lock") else "link")
     assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")} == \
         {k: v for k, v in before_out.items() if not k.startswith("r/")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 2: a table is never rewritten with fewer finished runs or rows than the evidence supports
+
+
+def _tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(d / "runs.parquet"), pd.read_parquet(d / "curves.parquet")
+
+
+def _rm_part(p: Path) -> None:
+    p.unlink()
+    p.with_name(p.name + ".sha256").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("loss", ["parts", "one_part", "units_and_parts", "checkpoint_beyond_parts"])
+def test_missing_evidence_retrains_and_tables_never_shrink(capsys, trained, copy_of, tmp_path, loss):
+    d = copy_of()
+    runs0, curves0 = _tables(d)
+    parts = sorted((d / "parts").glob("*.parquet"))
+    assert len(parts) >= 2
+    if loss == "parts":
+        shutil.rmtree(d / "parts")
+    elif loss == "one_part":
+        _rm_part(parts[0])
+    elif loss == "units_and_parts":
+        shutil.rmtree(d / "units")
+        shutil.rmtree(d / "parts")
+    else:  # a unit interrupted after chunk 1 whose checkpoints were copied from a dir that got further
+        shutil.rmtree(d / "units")
+        _rm_part(parts[1])
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    outside = {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")}
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    runs1, curves1 = _tables(d)
+    pd.testing.assert_frame_equal(curves1, curves0, check_exact=True)
+    pd.testing.assert_frame_equal(runs1, runs0, check_exact=True)
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")} == outside
+
+
+def test_a_table_that_would_shrink_is_refused(trained, copy_of):
+    from gsweep.spec import from_dict as fd
+    from gsweep.train.tables import build_tables, check_no_shrink
+    d = copy_of()
+    spec = fd(trained[1])
+    table, curves = build_tables(d, spec.runs(), spec)
+    before = tree(d)
+    with pytest.raises(UserError, match="would lose 8 curve rows|would lose"):
+        check_no_shrink(d, table, curves.iloc[:-1])
+    with pytest.raises(UserError, match="finished run"):
+        check_no_shrink(d, table.assign(status="pending"), curves)
+    check_no_shrink(d, table, curves)  # the same evidence: fine
+    assert tree(d) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 3: every file gsweep trusts is verified; a missing record means unverified, not fine
+
+
+def test_checkpoint_without_its_record_is_not_trusted(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    runs0, curves0 = _tables(d)
+    shutil.rmtree(d / "units")  # the unit is unfinished: its checkpoint would be restored
+    for p in (d / "checkpoints").glob("*.sha256.json"):
+        p.unlink()
+    _flip(_largest_file(d / "checkpoints"))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert "unverified" in err
+    runs1, curves1 = _tables(d)
+    pd.testing.assert_frame_equal(curves1, curves0, check_exact=True)
+    pd.testing.assert_frame_equal(runs1, runs0, check_exact=True)
+
+
+@pytest.mark.parametrize("damage", ["part_flip_no_record", "unit_steps", "old_unit_steps", "table_flip"])
+def test_damage_without_or_against_records_is_refused(capsys, trained, copy_of, tmp_path, damage):
+    d = copy_of()
+    if damage == "part_flip_no_record":  # the unit record still knows the part's checksum
+        p = sorted((d / "parts").glob("*.parquet"))[0]
+        p.with_name(p.name + ".sha256").unlink()
+        _flip(p)
+        needle = "damaged part file"
+    elif damage in ("unit_steps", "old_unit_steps"):
+        u = next((d / "units").glob("*.json"))
+        rec = json.loads(u.read_text())
+        if damage == "old_unit_steps":  # a record written before records carried checksums
+            rec.pop("sha256")
+            rec.pop("parts")
+        for info in rec["runs"].values():
+            info["steps_done"] += 8
+        u.write_text(json.dumps(rec))
+        needle = "damaged unit record"
+    else:
+        runs0 = pd.read_parquet(d / "runs.parquet")
+        _flip(d / "runs.parquet", 0.3)
+        needle = "checksum mismatch"
+    before = tree(d)
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    if damage == "table_flip":  # readers refuse it; `run` rebuilds it from the verified parts
+        for cmd in (["summarize", d], ["plot", "curves", d], ["report", d]):
+            rc, _, err = cli(capsys, *cmd)
+            assert_error(rc, err, needle)
+        assert tree(d) == before
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+        assert rc == 0, err
+        pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+        return
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert_error(rc, err, needle)
+    assert tree(d) == before
+
+
+def test_tables_without_a_record_are_read_as_unverified(capsys, copy_of):
+    d = copy_of()
+    (d / "runs.parquet.sha256").unlink()
+    rc, _, err = cli(capsys, "summarize", d)
+    assert rc == 0, err
+    assert "unverified" in err
+
+
+def test_merge_refuses_inconsistent_shards():
+    from gsweep.store import check_shard_tables
+    runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["done", "done"], "steps_done": [10, 10]})
+    curves = pd.DataFrame({"run_id": ["a", "a", "b"], "step": [10, 10, 10], "split": ["test", "test", "test"]})
+    with pytest.raises(UserError, match="more than once"):
+        check_shard_tables(runs, curves, {})
+    with pytest.raises(UserError, match="no curve rows"):
+        check_shard_tables(runs, curves.iloc[:1], {})
+    with pytest.raises(UserError, match="no shard"):
+        check_shard_tables(runs.iloc[:1], curves.iloc[[0, 2]], {})
+    check_shard_tables(runs, curves.iloc[[0, 2]], {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 5: gsweep's own records are never an output path, nor left stale
+
+
+@pytest.mark.parametrize("target", ["spec.yaml", "meta.json", "runs.parquet", "units/x.yaml"])
+def test_refine_plan_never_overwrites_a_record(capsys, copy_of, tmp_path, target):
+    d = copy_of()
+    before = tree(tmp_path)
+    rc, _, err = cli(capsys, "refine", d, "--plan", d / target)
+    assert_error(rc, err, "--plan", "record gsweep keeps")
+    assert tree(tmp_path) == before
+
+
+def test_fresh_removes_a_stale_report_and_files_respect_the_umask(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    rc, _, err = cli(capsys, "report", d)
+    assert rc == 0, err
+    (d / ".report.html.abc123.tmp").write_text("left by a killed report")
+    rc, _, err = cli(capsys, "report", d)
+    assert rc == 0, err
+    assert not list(d.glob(".report.html.*.tmp"))
+    old = os.umask(0o022)
+    try:
+        spec = write_spec(tmp_path / "s.yaml", trained[1])
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh", "--quiet")
+    finally:
+        os.umask(old)
+    assert rc == 0, err
+    assert not (d / "report.html").exists()
+    for name in ("spec.yaml", "meta.json", "runs.parquet", "curves.parquet", "runs.parquet.sha256"):
+        assert (d / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 6: a signal at any phase, after training included, leaves a resumable dir, a true status
+# and no lock
+
+
+@pytest.mark.parametrize("sig,n", [("TERM", 1), ("TERM", 2), ("INT", 1), ("INT", 2)])
+def test_signals_while_the_tables_are_written(tmp_path, sig, n):
+    f = write_spec(tmp_path / "s.yaml", {**TINY, "seeds": 2})
+    out = tmp_path / "out"
+    env = {**os.environ, "GSWEEP_TEST_SIGNAL": f"tables:{sig}:{n}"}
+    p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert p.returncode == (143 if sig == "TERM" else 130), p.stderr
+    assert "Traceback" not in p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == ("done" if n == 1 else "interrupted")
+    assert not (out / ".lock").exists()
+    assert not [q for q in out.iterdir() if q.name.endswith(".tmp")]
+    if n == 1:
+        assert (out / "runs.parquet").exists() and (out / "curves.parquet").exists()
+    p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 2 and (runs["status"] == "done").all()
+    assert json.loads((out / "meta.json").read_text())["status"] == "done"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out", "s.yaml"]

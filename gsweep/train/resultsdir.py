@@ -38,10 +38,12 @@ def spec_diff(old: dict, new: dict, prefix: str = "") -> str:
 
 
 # What gsweep writes in a results dir: the only names `--fresh` may delete.
-KNOWN_FILES = frozenset({store.SPEC, store.META, store.RUNS, store.CURVES, store.MARKER, LOCK})
+KNOWN_FILES = frozenset({store.SPEC, store.META, store.RUNS, store.CURVES, store.MARKER, LOCK,
+                         store.RUNS + ".sha256", store.CURVES + ".sha256", "report.html"})
 KNOWN_DIRS = frozenset({CKPT, PARTS, UNITS, "plots", "replays"})
 # store's atomic temporaries (.<name>.<random>.tmp) and check_writable's probe
-_TEMP = re.compile(r"^\.(spec\.yaml|meta\.json|runs\.parquet|curves\.parquet|\.gsweep|gsweep)\.[^/]*\.tmp$"
+_TEMP = re.compile(r"^\.(spec\.yaml|meta\.json|(runs|curves)\.parquet(\.sha256)?|report\.html|\.gsweep|gsweep)"
+                   r"\.[^/]*\.tmp$"
                    r"|^\.probe-\d+$")
 
 
@@ -123,6 +125,18 @@ def remove_owned(folder: Path, keep_units: set[str] = frozenset(), records: bool
         else:
             kept.append(name)
     return kept
+
+
+def check_not_a_record(path: Path, what: str) -> None:
+    """An output path (``refine --plan``, ``report --out``, ``plot --out``) is never a file gsweep keeps in a
+    results dir (spec.yaml, meta.json, the tables and their checksums, the marker, the lock) nor inside
+    checkpoints/, parts/ or units/: writing there would overwrite the record of what ran."""
+    path = Path(path)
+    d = path.parent
+    inside = [q for q in (d, *d.parents) if q.name in (CKPT, PARTS, UNITS) and proven_results_dir(q.parent)]
+    if (path.name in KNOWN_FILES - {"report.html"} and (proven_results_dir(d) or (d / store.SPEC).exists())) \
+            or inside:
+        raise UserError(f"{what} {path}: is a record gsweep keeps in a results dir; write somewhere else")
 
 
 def is_gsweep_name(p: Path) -> bool:
