@@ -272,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow/yaml errors on damaged files
+        if isinstance(e, RuntimeError) and "Unable to initialize backend" in str(e):  # JAX_PLATFORMS=cuda on CPU
+            print(f"gsweep: error: JAX could not start the requested platform ({str(e).splitlines()[0][:200]}); "
+                  "check JAX_PLATFORMS", file=sys.stderr)
+            return 2
         if _is_damaged_file_error(e):
             print(f"gsweep: error: a damaged results file ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                   file=sys.stderr)

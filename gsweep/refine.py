@@ -181,6 +181,10 @@ def _plain(v: Any) -> Any:
 
 def choose_refine_axes(swept: list[str], x: str | None, y: str | None) -> tuple[str, str | None, list[str]]:
     """(x, y, facets): defaults as the phase diagram's (x data fraction, y weight decay when swept)."""
+    for flag, k in (("--x", x), ("--y", y)):
+        if k is not None and (k == "seed" or "." not in str(k)):
+            raise UserError(f"{flag} {k!r}: refine adds runs between values of a swept setting (block.key, e.g. "
+                            "task.data_frac); the seed is not a map axis")
     swept = [k for k in swept if k != "seed"]
     if y is None and DEFAULT_Y in swept and x != DEFAULT_Y:
         y = DEFAULT_Y

@@ -864,3 +864,113 @@ def test_signals_while_the_tables_are_written(tmp_path, sig, n):
     assert len(runs) == 2 and (runs["status"] == "done").all()
     assert json.loads((out / "meta.json").read_text())["status"] == "done"
     assert sorted(q.name for q in tmp_path.iterdir()) == ["out", "s.yaml"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 4, 7, 8: bounded sizes, one-line errors instead of tracebacks, checks at validate time
+
+
+BOMB = "name: bomb\ntask: {name: modular, p: 11}\nrefine:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 12))
+
+
+@pytest.mark.parametrize("text,needle", [
+    (BOMB, "alias bomb"),
+    ('name: "a\\udcffb"\ntask: {name: modular, p: 11}\n', "lone surrogate"),
+    ("name: x\ntask: {name: modular, p: 11}\ntrain: {lr: {logspace: [-5, 400, 5]}}\n", "logspace"),
+    ("name: x\ntask: {name: modular, p: 11}\nanalysis: [1, 2]\n", "analysis"),
+    ("name: x\nname: y\ntask: {name: modular, p: 11}\n", "appears twice"),
+    ("name: x\ntask: {name: modular, p: 11}\ntask: {name: modular, p: 13}\n", "appears twice"),
+    ("name: x\ntask: {name: modular, p: 11}\nanalysis: {snapshot_where: 'seed == 0', snapshot_steps: bogus}\n",
+     "snapshot_steps"),
+    ("name: x\ntask: {name: modular, p: 11}\ntrain: {steps: 100}\nanalysis: {snapshot_where: 'seed == 0', "
+     "snapshot_steps: '0,500'}\n", "outside 0..100"),
+])
+def test_bad_specs_are_one_line_errors_at_validate(capsys, tmp_path, text, needle):
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    before = tree(tmp_path)
+    for cmd in (["validate", f], ["run", f, "--out", tmp_path / "out"]):
+        rc, _, err = cli(capsys, *cmd)
+        assert_error(rc, err, needle)
+    assert tree(tmp_path) == before
+
+
+def test_numbers_and_merge_keys_still_accepted(capsys, tmp_path):
+    f = write_spec(tmp_path / "s.yaml", {})
+    f.write_text("name: x\ntask: &t {name: modular, p: 11}\ntrain: {lr: {linspace: [1e-4, 1e-3, 3]}}\n"
+                 "model: {<<: {depth: 1}, depth: 2}\n")
+    rc, out, err = cli(capsys, "validate", f)
+    assert rc == 0, err
+    assert "3 runs" in out
+
+
+@pytest.mark.parametrize("args,env,needle", [
+    (["summarize", "{d}", "--gap", "nan"], {}, "--gap"),
+    (["refine", "{d}", "--x", "seed"], {}, "--x 'seed'"),
+    (["replay", "{d}", "{run}", "--log-steps", "-3"], {}, "--log-steps"),
+    (["plan", "{spec}"], {"GSWEEP_MEMORY_BUDGET": "1e400"}, "GSWEEP_MEMORY_BUDGET"),
+    (["run", "{spec}", "--out", "{tmp}/o"], {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "10" * 10},
+     "SLURM_ARRAY_TASK_COUNT"),
+])
+def test_bad_flags_and_environment_are_one_line_errors(capsys, trained, copy_of, tmp_path, monkeypatch, args, env,
+                                                       needle):
+    d = copy_of()
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    run_id = pd.read_parquet(d / "runs.parquet")["run_id"][0]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    before = tree(tmp_path)
+    rc, _, err = cli(capsys, *[a.format(d=d, run=run_id, spec=spec, tmp=tmp_path) for a in args])
+    assert_error(rc, err, needle)
+    assert tree(tmp_path) == before
+
+
+def test_stepped_slurm_arrays_and_non_utf8_out(capsys, tmp_path):
+    from gsweep.train.units import parse_shard
+    env = {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "6"}
+    assert [parse_shard(None, {**env, "SLURM_ARRAY_TASK_ID": str(t)}).index for t in (0, 2, 10)] == [0, 1, 5]
+    with pytest.raises(UserError, match="STEP 2"):
+        parse_shard(None, {**env, "SLURM_ARRAY_TASK_ID": "3"})
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", str(tmp_path) + "/\udcff")
+    assert_error(rc, err, "UTF-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+def test_locks_holding_impossible_pids_are_broken(capsys, trained, copy_of, tmp_path, pid):
+    d = copy_of()
+    (d / ".lock").write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "since": "x"}))
+    old = time.time() - 60
+    os.utime(d / ".lock", (old, old))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert "breaking" in err and not (d / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["zero_curves", "nan_setting", "junk_swept_keys", "duplicated_runs"])
+def test_parseable_but_wrong_results_files(capsys, synthetic, tmp_path, damage):
+    d = tmp_path / "d"
+    shutil.copytree(synthetic, d)
+    for f in d.glob("*.sha256"):
+        f.unlink()
+    r = pd.read_parquet(d / "runs.parquet")
+    if damage == "zero_curves":
+        pd.read_parquet(d / "curves.parquet").iloc[:0].to_parquet(d / "curves.parquet", index=False)
+    elif damage == "nan_setting":
+        r.loc[0, "task.data_frac"] = float("nan")
+        r.to_parquet(d / "runs.parquet", index=False)
+    elif damage == "duplicated_runs":
+        pd.concat([r, r.iloc[:1]]).to_parquet(d / "runs.parquet", index=False)
+    else:
+        m = json.loads((d / "meta.json").read_text())
+        m["swept_keys"] = [1, {"a": 2}, None]
+        (d / "meta.json").write_text(json.dumps(m))
+    for cmd in (["summarize", d], ["plot", "phase-diagram", d, "--out", tmp_path / "x.png"],
+                ["plot", "curves", d, "--out", tmp_path / "y.png"], ["report", d, "--out", tmp_path / "r.html"]):
+        rc, _, err = cli(capsys, *cmd)
+        assert rc in (0, 2) and "Traceback" not in err, (cmd, err)
+        if rc == 2:
+            assert_error(rc, err, "damaged")

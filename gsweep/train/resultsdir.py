@@ -168,6 +168,10 @@ def check_out_path(out: Path, what: str = "--out") -> None:
     text = str(out)
     if "\x00" in text:
         raise UserError(f"{what} {text!r}: a path cannot hold a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{what} {text!r}: not valid UTF-8; name the results dir in UTF-8 text") from None
     for part in Path(text).parts:
         if len(part.encode("utf-8", "surrogateescape")) > 255:
             raise UserError(f"{what}: the path component {part[:40]!r}... is longer than 255 bytes")

@@ -264,8 +264,12 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                 break
                         break
                     except Exception as e:  # noqa: BLE001 - only device out-of-memory is retried
-                        if not is_oom(e) or prog.R <= mesh.devices.size:
+                        if not is_oom(e):
                             raise
+                        if prog.R <= mesh.devices.size:  # nothing left to halve: the program itself is too big
+                            raise UserError(f"group {gid}: does not fit in device memory even with {prog.R} run(s) "
+                                            "per chunk; reduce the task size (task.p), the model, or "
+                                            "train.batch_size") from None
                         half = max(mesh.devices.size, prog.R // 2)
                         print(f"\ngsweep: device out of memory with {prog.R} runs per chunk in group {gid}; "
                               f"retrying with {half}", file=sys.stderr)
@@ -475,6 +479,17 @@ def remove_stale_units(out: Path) -> None:
         remove_owned(out / folder, keep_units=done)
 
 
+def check_backend() -> None:
+    """JAX's devices, or a one-line error (``JAX_PLATFORMS=cuda`` on a host without a GPU) before any work."""
+    import jax
+    try:
+        jax.devices()
+    except Exception as e:  # noqa: BLE001 - jax raises RuntimeError, AssertionError, ... here
+        msg = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"JAX could not start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}): "
+                        f"{type(e).__name__}{': ' + msg if msg else ''}") from None
+
+
 def ignore_signals() -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -510,6 +525,7 @@ def run_command(args) -> int:
     out = Path(args.out) if args.out else Path("results") / spec.name
     check_out_path(out)
     init_distributed(args)
+    check_backend()
     cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
     try:
         res = run_sweep(spec, out, fresh=args.fresh, extend=args.extend, shard=shard, progress=not args.quiet,
