@@ -974,3 +974,15 @@ def test_parseable_but_wrong_results_files(capsys, synthetic, tmp_path, damage):
         assert rc in (0, 2) and "Traceback" not in err, (cmd, err)
         if rc == 2:
             assert_error(rc, err, "damaged")
+
+
+def test_a_program_too_big_for_the_device_is_refused_before_it_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GSWEEP_MEMORY_BUDGET", "64K")  # the program's own memory analysis needs more
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out", "--quiet")
+    assert_error(rc, err, "compiled program needs", "GSWEEP_MEMORY_BUDGET")
+    out = tmp_path / "out"
+    assert not (out / ".lock").exists() and not (out / "parts").exists()
+    if (out / "meta.json").exists():
+        assert json.loads((out / "meta.json").read_text())["status"] != "running"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.yaml"]

@@ -243,6 +243,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                     batching=grp[0].settings.get("train.batching", "auto"),
                                     threshold=float(spec.analysis["threshold"]))
                 sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
+                check_fits(gid, sizing, mesh.devices.size)
                 prog.resize(sizing.runs_per_chunk)
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
@@ -315,6 +316,18 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
     finally:
         sig.__exit__()
         lock.release()
+
+
+def check_fits(gid: str, sizing, n_dev: int) -> None:
+    """A group whose program, by its own memory analysis, needs more than the device holds even at one
+    run per device is refused before it runs (a one-line error, not an allocation failure)."""
+    smallest = sizing.probes.get(n_dev, sizing.compiled_bytes if sizing.runs_per_chunk <= n_dev else None)
+    if smallest is not None and smallest > sizing.limit_bytes:
+        def size(b: int) -> str:
+            return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.3g} MiB"
+        raise UserError(f"group {gid}: its compiled program needs {size(smallest)} per device even with "
+                        f"one run per device, more than the {size(sizing.limit_bytes)} available "
+                        f"({sizing.limit_source}); reduce the task size (task.p), the model, or train.batch_size")
 
 
 def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
