@@ -986,3 +986,16 @@ def test_a_program_too_big_for_the_device_is_refused_before_it_runs(capsys, tmp_
     if (out / "meta.json").exists():
         assert json.loads((out / "meta.json").read_text())["status"] != "running"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.yaml"]
+
+
+def test_fresh_starts_over_from_a_damaged_unit_record(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    runs0 = pd.read_parquet(d / "runs.parquet")
+    u = next((d / "units").glob("*.json"))
+    u.write_text(u.read_text().replace('"steps_done": 40', '"steps_done": 48'))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert_error(rc, err, "damaged unit record", "--fresh")
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet", "--fresh")  # what the message offers works
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)

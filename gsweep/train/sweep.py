@@ -173,7 +173,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         raise UserError(f"shard {shard.index}/{shard.count} holds none of the {len(runs_all)} runs of this sweep; "
                         f"use at most {len(runs_all)} shards")
     old_meta = store.read_meta(out) if mode != "new" else {}
-    verify_parts(out, runs_all)  # a damaged unit record or part file is refused here, before anything changes
+    if not fresh:  # --fresh starts over: what it clears need not verify
+        verify_parts(out, runs_all)  # a damaged unit record or part file is refused here, before anything changes
     check_writable(out)
     lock = Lock(out)
     if is_main:
