@@ -180,6 +180,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
     if is_main:
         lock.acquire()
     sig = _Signals()  # from here to the last write: a signal at any phase leaves a resumable dir
+    sig.on_hard = lock.release  # until meta.json is written (then on_hard below)
     started: list = []
     meta: dict = {}
     try:
