@@ -94,6 +94,27 @@ def discard_uncommitted(path: Path) -> None:
             shutil.rmtree(path / str(s), ignore_errors=True)
 
 
+def unverified(path: Path) -> bool:
+    """A checkpoint folder with steps but no checksum record (written before checksums, or its record
+    deleted): nothing in it can be verified, so it is not restored."""
+    path = Path(path)
+    return path.is_dir() and not sums_path(path).exists() and bool(_steps(path))
+
+
+def clear(path: Path) -> None:
+    """Remove a unit's checkpoints (its own folder, verified as orbax's, and its record) to start it over."""
+    from gsweep.train.resultsdir import owned_checkpoint
+    path = Path(path)
+    if jax.process_index() != 0:
+        return
+    if path.exists():
+        if not owned_checkpoint(path):
+            raise UserError(f"{path}: holds files gsweep did not write; move them away (or --fresh)")
+        shutil.rmtree(path)
+    if sums_path(path).is_file() and not sums_path(path).is_symlink():
+        sums_path(path).unlink()
+
+
 def latest_step(path: Path) -> int | None:
     steps = committed_steps(path)
     return steps[-1] if steps else None
@@ -151,7 +172,8 @@ def _kill_when_writing(path: Path, chunk: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def restore(path: Path, target: Any, expect: dict, rollback: bool = False) -> tuple[Any, dict, int]:
+def restore(path: Path, target: Any, expect: dict, rollback: bool = False,
+            max_step: int | None = None) -> tuple[Any, dict, int]:
     """The latest checkpoint under ``path`` restored onto ``target``'s shapes and shardings, after its
     files are checked against their recorded checksums.
 
@@ -161,6 +183,13 @@ def restore(path: Path, target: Any, expect: dict, rollback: bool = False) -> tu
     """
     ocp = _ocp()
     steps = committed_steps(path)
+    if max_step is not None:  # later steps are beyond the unit's part files: they are redone
+        later = [s for s in steps if s > max_step]
+        steps = [s for s in steps if s <= max_step]
+        if later and steps and jax.process_index() == 0:
+            for s in _steps(path):
+                if s > steps[-1]:
+                    shutil.rmtree(Path(path) / str(s), ignore_errors=True)
     if not steps:
         raise UserError(f"{path}: no checkpoint to restore")
     step, bad = steps[-1], verify(path, steps[-1])

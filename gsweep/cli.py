@@ -28,7 +28,7 @@ def init_distributed(args) -> None:
 def run_command(args) -> int:
     from gsweep.spec import load_spec
     from gsweep.train.resultsdir import check_out_path
-    from gsweep.train.sweep import Interrupted, run_sweep
+    from gsweep.train.sweep import Interrupted, check_backend, ignore_signals, run_sweep
     from gsweep.train.units import parse_shard
 
     spec = load_spec(args.sweep, args.set, allow_large=getattr(args, "allow_large", False))  # every spec error first
@@ -42,13 +42,15 @@ def run_command(args) -> int:
     out = Path(args.out) if args.out else Path("results") / spec.name
     check_out_path(out)
     init_distributed(args)
+    check_backend()
     cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
     try:
         res = run_sweep(spec, out, fresh=args.fresh, extend=args.extend, shard=shard, progress=not args.quiet,
                         command=cmd, rollback=getattr(args, "rollback", False))
     except Interrupted as e:
+        ignore_signals()  # a further signal must not interrupt JAX's exit handlers (no traceback)
         print(f"gsweep: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     import jax
     where = spec.analysis.get("snapshot_where")
     if where and jax.process_index() == 0 and res.runs is not None:
@@ -299,6 +301,14 @@ def main(argv: list[str] | None = None) -> int:
     from gsweep.spec import SpecError
 
     args = build_parser().parse_args(argv)
+    import signal
+
+    def on_term(signum, frame):  # SIGTERM unwinds like SIGINT (temporaries removed); `run` installs its own
+        raise Terminated()
+    try:
+        old_term = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        old_term = None
     try:
         rc = args.fn(args)
     except (SpecError, UserError) as e:
@@ -308,9 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from gsweep.train.sweep import ignore_signals
+        ignore_signals()  # a further signal must not interrupt the exit handlers (JAX's) with a traceback
         print("gsweep: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except OSError as e:  # a path that cannot be read or written
         where = e.filename if e.filename is not None else ""
         print(f"gsweep: error: {where}{': ' if where else ''}{e.strerror or e}", file=sys.stderr)
@@ -327,12 +339,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     except Exception as e:  # noqa: BLE001 - pyarrow/yaml errors on damaged files
+        if isinstance(e, RuntimeError) and "Unable to initialize backend" in str(e):  # JAX_PLATFORMS=cuda on CPU
+            print(f"gsweep: error: JAX could not start the requested platform ({str(e).splitlines()[0][:200]}); "
+                  "check JAX_PLATFORMS", file=sys.stderr)
+            return 2
         if _is_damaged_file_error(e):
             print(f"gsweep: error: a damaged results file ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
                   file=sys.stderr)
             return 2
         raise
+    finally:
+        if old_term is not None and signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, old_term)
     return int(rc or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a sweep's own handling: unwinds like Ctrl-C, exit status 143."""
 
 
 def _is_damaged_file_error(e: BaseException) -> bool:

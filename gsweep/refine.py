@@ -176,6 +176,10 @@ def _plain(v: Any) -> Any:
 
 def choose_refine_axes(swept: list[str], x: str | None, y: str | None) -> tuple[str, str | None, list[str]]:
     """(x, y, facets): defaults as the phase diagram's (x data fraction, y weight decay when swept)."""
+    for flag, k in (("--x", x), ("--y", y)):
+        if k is not None and (k == "seed" or "." not in str(k)):
+            raise UserError(f"{flag} {k!r}: refine adds runs between values of a swept setting (block.key, e.g. "
+                            "task.data_frac); the seed is not a map axis")
     swept = [k for k in swept if k != "seed"]
     if y is None and DEFAULT_Y in swept and x != DEFAULT_Y:
         y = DEFAULT_Y
@@ -228,7 +232,7 @@ def next_round(out: Path, raw: dict, x: str | None = None, y: str | None = None,
     from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
-    runs = pd.read_parquet(out / store.RUNS)
+    runs = store.read_parquet(out / store.RUNS)
     meta = store.read_json(out / store.META) if (out / store.META).exists() else {}
     x, y, facets = choose_refine_axes(swept_keys(raw, meta, runs), x, y)
     spec = from_dict(raw, str(out / store.SPEC))
@@ -258,10 +262,13 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
     from gsweep.spec import from_dict
 
     out = Path(out)
+    if plan is not None:
+        from gsweep.train.resultsdir import check_not_a_record
+        check_not_a_record(Path(plan), "--plan")
     raw = store.read_spec_yaml(out)
     if not (out / store.RUNS).exists():
         raise UserError(f"{out}: no {store.RUNS} yet; run the sweep first (gsweep run)")
-    runs0 = pd.read_parquet(out / store.RUNS)
+    runs0 = store.read_parquet(out / store.RUNS)
     meta = store.read_json(out / store.META) if (out / store.META).exists() else {}
     sx, sy, _ = choose_refine_axes(swept_keys(raw, meta, runs0), x, y)
     _check_args(runs0, sx, sy, metric, level, rounds, max_runs, out)
@@ -292,7 +299,7 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
         total_runs += n
         remaining = None if max_runs is None else max_runs - total_runs
         done += 1
-    n_runs = len(pd.read_parquet(out / store.RUNS))
+    n_runs = len(store.read_parquet(out / store.RUNS))
     return {"rounds": done, "added_points": total_pts, "added_runs": total_runs, "runs": n_runs}
 
 
@@ -310,7 +317,7 @@ def refine_command(args) -> int:
                      metric=args.metric, level=args.level, plan=args.plan, progress=not args.quiet, command=cmd)
     except Interrupted as e:
         print(f"gsweep: {e}; the same refine command resumes", file=sys.stderr)
-        return 130
+        return e.exit_code
     if res["runs"] is not None:
         print(f"{args.results_dir}: {res['rounds']} round(s) of refinement; this command added "
               f"{res['added_points']} point(s), {res['added_runs']} run(s); {res['runs']} runs in all")

@@ -61,6 +61,8 @@ def parse_steps(text: str | None, n_log: int | None, total: int) -> list[int]:
         if bad:
             raise UserError(f"--steps: {bad[0]} is outside 0..{total} (train.steps)")
         return steps
+    if n_log is not None and not 1 <= n_log <= 10_000:
+        raise UserError(f"--log-steps {n_log}: a number of steps from 1 to 10000")
     return log_steps(total, n_log or 8)
 
 

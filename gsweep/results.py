@@ -11,6 +11,7 @@ differing from the spec's ``analysis`` block, the labels (``t_fit``, ``t_gen``, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,10 @@ class Results:
             if not p.exists():
                 raise UserError(f"{p}: no such file (learning curves are needed here)")
             self._curves = store.read_parquet(p, store.CURVES_REQUIRED)  # damaged -> one-line error
+            if len(self._curves) == 0 and "steps_done" in self.runs and \
+                    (pd.to_numeric(self.runs["steps_done"], errors="coerce") > 0).any():
+                raise UserError(f"{p}: holds no rows, yet {RUNS} lists runs that trained: damaged (`gsweep run` "
+                                "with the same spec rebuilds it)")
         c = self._curves
         if len(c) and "run_id" in self.runs and not c["run_id"].isin(self.runs["run_id"]).all():
             c = c[c["run_id"].isin(self.runs["run_id"])].reset_index(drop=True)
@@ -122,7 +127,9 @@ def check_label_args(threshold, gap, gap_mode) -> dict:
     """The given labelling arguments, checked (UserError naming the flag)."""
     if threshold is not None and not 0 < threshold <= 1:
         raise UserError(f"--threshold: an accuracy in (0, 1], got {threshold}")
-    if gap is not None and gap <= 0:
+    if threshold is not None and not math.isfinite(threshold):
+        raise UserError(f"--threshold: an accuracy in (0, 1], got {threshold}")
+    if gap is not None and not (gap > 0 and math.isfinite(gap)):
         raise UserError(f"--gap: must be > 0, got {gap}")
     if gap_mode is not None and gap_mode not in ("relative", "absolute"):
         raise UserError(f"--gap-mode: 'relative' or 'absolute', got {gap_mode!r}")
@@ -133,6 +140,8 @@ def swept_keys(spec: dict, meta: dict, runs: pd.DataFrame) -> list[str]:
     """Swept dotted keys: meta.json's ``swept_keys``, else the spec's list-valued leaves, else the
     setting columns of ``runs`` that take more than one value. Includes ``seed`` when several."""
     keys = meta.get("swept_keys")
+    if keys is not None and not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        keys = None  # a damaged record: fall back on the spec and the table
     if keys is None and spec:
         keys = [f"{b}.{k}" for b in ("task", "model", "train") for k, v in (spec.get(b) or {}).items()
                 if isinstance(v, list) and len(v) > 1]
@@ -181,6 +190,14 @@ def load_results(results_dir: str | Path, threshold: float | None = None, gap: f
             raise UserError(f"{runs_path}: damaged (no column {col!r})")
     if len(runs) == 0:
         raise UserError(f"{runs_path}: holds no runs; nothing to show (rerun `gsweep run` to rebuild it)")
+    dup = runs["run_id"].duplicated()
+    if dup.any():
+        raise UserError(f"{runs_path}: damaged (run {runs['run_id'][dup].iloc[0]} appears twice); `gsweep run` with "
+                        "the same spec rebuilds it")
+    for k in dict.fromkeys([*swept_keys(spec, meta, runs), "task.data_frac", "train.weight_decay", "train.lr"]):
+        if k in runs and pd.api.types.is_float_dtype(runs[k]) and runs[k].isna().any():
+            raise UserError(f"{runs_path}: damaged (the swept setting {k!r} is missing (NaN) for "
+                            f"{int(runs[k].isna().sum())} run(s)); `gsweep run` with the same spec rebuilds it")
     analysis = {**ANALYSIS_DEFAULTS, **{k: v for k, v in (spec.get("analysis") or {}).items() if v is not None}}
     res = cls(path, spec, meta, runs, float(analysis["threshold"]), float(analysis["gap"]),
               str(analysis["gap_mode"]))

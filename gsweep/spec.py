@@ -55,9 +55,56 @@ class SpecError(ValueError):
 # loading
 
 
+MAX_EXPANDED = 2_000_000  # nodes of a sweep file once its YAML aliases are expanded
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key written twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for k, _ in node.value:
+                if k.tag == "tag:yaml.org,2002:merge":  # `<<: *base` then overrides: YAML's own merge
+                    continue
+                key = self.construct_object(k, deep=True)
+                try:
+                    dup = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue
+                if dup:
+                    raise _DuplicateKey(f"the key {key!r} appears twice in one block (line {k.start_mark.line + 1}); "
+                                        "YAML would keep only the last")
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(obj: Any, memo: dict | None = None) -> int:
+    """Nodes of ``obj`` with every shared (aliased) part counted each time it is used: the size a
+    consumer that walks it meets. Linear in the stored size, so an alias bomb is measured, not walked."""
+    memo = {} if memo is None else memo
+    if id(obj) in memo:
+        return memo[id(obj)]
+    memo[id(obj)] = 1  # a cycle counts once
+    if isinstance(obj, dict):
+        n = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        n = 1 + sum(_expanded_size(v, memo) for v in obj)
+    else:
+        n = 1
+    memo[id(obj)] = n
+    return n
+
+
 def _yaml_load(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise SpecError(f"{source}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -65,6 +112,10 @@ def _yaml_load(text: str, source: str) -> Any:
         raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError) as e:  # e.g. a date out of range
         raise SpecError(f"{source}: unreadable YAML value ({type(e).__name__}: {str(e)[:120]})") from None
+    if _expanded_size(data) > MAX_EXPANDED:
+        raise SpecError(f"{source}: its YAML aliases expand to more than {MAX_EXPANDED:,} values "
+                        "(an alias bomb?); write the values out")
+    return data
 
 
 def parse_set(item: str) -> tuple[str, Any]:
@@ -137,12 +188,19 @@ def _expand_helper(value: Any, where: str) -> list | None:
         raise SpecError(f"{where}: a mapping here must be one helper (logspace, linspace, range), got {value}")
     (kind, args), = value.items()
     if kind in ("logspace", "linspace"):
+        if isinstance(args, list):  # 1e-4 is a string to YAML 1.1: a number here as everywhere
+            args = [float(a) if isinstance(a, str) and _NUMERIC.fullmatch(a.strip()) else a for a in args]
+            if len(args) == 3 and isinstance(args[2], float) and args[2].is_integer():
+                args[2] = int(args[2])
         if not (isinstance(args, list) and len(args) == 3 and all(isinstance(a, (int, float)) for a in args)
                 and isinstance(args[2], int) and args[2] >= 1):
             raise SpecError(f"{where}: {kind} takes [lo, hi, n] with n a positive integer, got {args}")
         lo, hi, n = args
         if n > MAX_VALUES:
             raise SpecError(f"{where}: {kind} of {n:,} points; at most {MAX_VALUES:,} values in one list")
+        if not all(math.isfinite(a) for a in (lo, hi)) or (kind == "logspace" and max(lo, hi) > 300):
+            raise SpecError(f"{where}: {kind} {args}: the end points must be finite"
+                            + (" (logspace: exponents at most 300)" if kind == "logspace" else ""))
         pts = [lo + (hi - lo) * i / (n - 1) for i in range(n)] if n > 1 else [lo]
         if kind == "logspace":
             return [float(f"{10.0 ** x:.12g}") for x in pts]
@@ -390,6 +448,10 @@ def check_name(name: Any, where: str) -> str:
     if bad or name in (".", "..") or name != name.strip():
         why = f"the character {bad[0]!r}" if bad else "leading/trailing space" if name != name.strip() else repr(name)
         raise SpecError(f"{where}: must be a plain folder name (letters, digits, -_.), not {why}: {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(f"{where}: not valid Unicode text (a lone surrogate): {name!r}") from None
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         raise SpecError(f"{where}: at most {MAX_NAME_BYTES} bytes, got {len(name.encode('utf-8', 'surrogatepass'))}")
     return name
@@ -471,7 +533,28 @@ def from_dict(raw: dict, source: str = "<spec>", allow_large: bool = True) -> Sw
     _check_runs(spec)
     if analysis.get("snapshot_where"):
         check_snapshot_where(spec)
+    if analysis.get("snapshot_steps") is not None:
+        check_snapshot_steps(spec)
     return spec
+
+
+def check_snapshot_steps(spec: SweepSpec) -> None:
+    """``analysis.snapshot_steps``: 'log' or comma-separated steps within every run's budget, checked
+    before anything trains (not after training, when the snapshots are taken)."""
+    text = str(spec.analysis["snapshot_steps"]).strip()
+    if text == "log":
+        return
+    where = f"{spec.source}: analysis.snapshot_steps"
+    try:
+        steps = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpecError(f"{where}: 'log' or comma-separated steps (e.g. '0,500,1000'), got {text!r}") from None
+    if not steps:
+        raise SpecError(f"{where}: 'log' or comma-separated steps (e.g. '0,500,1000'), got {text!r}")
+    budget = min(int(v) for v in _as_list(spec.train["steps"]))
+    bad = [x for x in steps if not 0 <= x <= budget]
+    if bad:
+        raise SpecError(f"{where}: step {bad[0]} is outside 0..{budget} (train.steps)")
 
 
 LABEL_COLUMNS = ("run_id", "group_id", "seed", "status", "steps_done", "diverged_step", "t_fit", "t_gen",

@@ -26,6 +26,31 @@ FORMAT = "gsweep-results/1"
 CURVE_KEY = ["run_id", "step", "split"]
 
 
+MAX_RECORD_BYTES = 256 << 20  # meta.json, spec.yaml, unit and checksum records: far below any real one
+
+
+def own_file(path: Path, limit: int | None = None) -> Path:
+    """``path`` as a file gsweep may read as its own: not a symbolic link (gsweep never reads or
+    deletes through a link it did not make), a regular file (not a device or a pipe), and at most
+    ``limit`` bytes. Anything else is a one-line :class:`UserError` naming it."""
+    path = Path(path)
+    if path.is_symlink():
+        raise UserError(f"{path}: is a symbolic link; gsweep reads only its own files, never through a link "
+                        "(replace the link by the file itself)")
+    import stat
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UserError(f"{path}: not a regular file (a folder, device or pipe where gsweep keeps a file)")
+    if limit is not None and st.st_size > limit:
+        raise UserError(f"{path}: {st.st_size:,} bytes is too large for this record (damaged?)")
+    return path
+
+
 def _atomic(path: Path, write) -> None:
     """Write through a temporary file in the same folder, fsync, then rename over ``path``.
 
@@ -34,6 +59,7 @@ def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # results files respect the umask (mkstemp makes them 0600)
     os.close(fd)
     try:
         write(tmp)
@@ -48,6 +74,12 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
 def write_text(path: Path, text: str) -> None:
     def w(tmp):
         with open(tmp, "w") as f:
@@ -59,12 +91,75 @@ def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+TABLES = (RUNS, CURVES)  # carry a checksum record, <table>.sha256, checked on every read
+
+
+def table_sums_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+    path = Path(path)
+    if path.name not in TABLES:
+        _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+        return
+    # runs.parquet / curves.parquet: the checksum record lists the new sum (and the old one while the
+    # table is being replaced), so a kill at any point leaves a table that matches its record
+    sp = table_sums_path(path)
+    old = _table_sums(path) if sp.exists() and not sp.is_symlink() else []
+    if path.exists() and old and sha256_file(path) in old:
+        old = [sha256_file(path)]
+    else:
+        old = []
+
+    def write(tmp):
+        df.to_parquet(tmp, index=False)
+        write_text(sp, "\n".join([sha256_file(Path(tmp)), *old]) + "\n")
+    _atomic(path, write)
+    write_text(sp, sha256_file(path) + "\n")
+
+
+def _table_sums(path: Path) -> list[str]:
+    sp = table_sums_path(path)
+    own_file(sp, 4096)
+    try:
+        return [ln.strip() for ln in sp.read_text().splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        return ["<damaged record>"]
+
+
+_UNVERIFIED_NOTED: set[str] = set()
+_VERIFIED: set[tuple] = set()
+
+
+def verify_table(path: Path) -> bool:
+    """runs.parquet / curves.parquet against its checksum record: True when it matches, False (with a
+    note, once) when there is no record (a table written before gsweep checksummed tables: unverified);
+    a mismatch is a one-line :class:`UserError`."""
+    path = Path(path)
+    sp = table_sums_path(path)
+    if not sp.exists() and not sp.is_symlink():
+        if str(path) not in _UNVERIFIED_NOTED:
+            _UNVERIFIED_NOTED.add(str(path))
+            import sys
+            print(f"gsweep: note: {path}: no checksum record ({sp.name}): unverified (written before gsweep "
+                  "checksummed tables); `gsweep run` with the same spec verifies it against parts/ and records one",
+                  file=sys.stderr)
+        return False
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size, sp.stat().st_mtime_ns)
+    if key in _VERIFIED:  # once per process per version of the file (replay reads one run at a time)
+        return True
+    if sha256_file(path) not in _table_sums(path):
+        raise UserError(f"{path}: damaged (checksum mismatch with {sp.name}); `gsweep run` with the same spec "
+                        f"rebuilds it from parts/ (if you changed it on purpose, delete {sp.name})")
+    _VERIFIED.add(key)
+    return True
 
 
 def read_json(path: Path) -> Any:
     """A JSON file gsweep wrote; a damaged one is a :class:`UserError` naming it."""
+    own_file(path, MAX_RECORD_BYTES)
     try:
         with open(path, "rb") as f:
             return json.loads(f.read().decode("utf-8"))
@@ -94,6 +189,9 @@ def read_parquet(path: Path, required: tuple[str, ...] = (), **kw) -> pd.DataFra
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a parquet file (damaged results dir)")
+    if path.name in TABLES and path.exists():
+        own_file(path)
+        verify_table(path)
     df = _read_parquet(path, **kw)
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -102,6 +200,7 @@ def read_parquet(path: Path, required: tuple[str, ...] = (), **kw) -> pd.DataFra
 
 
 def _read_parquet(path: Path, **kw) -> pd.DataFrame:
+    own_file(path)
     try:
         return pd.read_parquet(path, **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -117,6 +216,7 @@ def read_spec_yaml(results_dir: Path) -> dict:
     p = Path(results_dir) / SPEC
     if not p.exists():
         raise UserError(f"{results_dir}: not a results dir (no {SPEC})")
+    own_file(p, MAX_RECORD_BYTES)
     try:
         d = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as e:
@@ -129,6 +229,7 @@ def read_spec_yaml(results_dir: Path) -> dict:
 def sha256_file(path: Path) -> str:
     import hashlib
     h = hashlib.sha256()
+    own_file(path)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
@@ -230,7 +331,7 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
                 raise UserError(f"run {rid} is in both {seen[rid]} and {d}")
             seen[rid] = d
         runs.append(r)
-        curves.append(read_parquet(d / CURVES))
+        curves.append(read_parquet(d / CURVES, CURVES_REQUIRED))
     missing = expected - set(seen)
     if missing:
         have = sorted((m.get("shard") or {}).get("index") for m in metas if m.get("shard"))
@@ -245,6 +346,7 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
         raise UserError(f"{len(extra)} runs are not in the spec (e.g. {sorted(extra)[0]} in {seen[sorted(extra)[0]]})")
     runs_df = sort_runs(pd.concat(runs, ignore_index=True))
     curves_df = sort_curves(pd.concat(curves, ignore_index=True))
+    check_shard_tables(runs_df, curves_df, seen)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out)
     write_text(out / SPEC, (dirs[0] / SPEC).read_text())
@@ -255,6 +357,30 @@ def merge_dirs(dirs: list[Path], out: Path) -> tuple[pd.DataFrame, pd.DataFrame]
     write_parquet(out / RUNS, runs_df)
     write_parquet(out / CURVES, curves_df)
     return runs_df, curves_df
+
+
+def check_shard_tables(runs: pd.DataFrame, curves: pd.DataFrame, where: dict) -> None:
+    """Merged shards must be consistent: one curve row per (run_id, step, split), every finished run
+    with its curves, and no curves of a run that is in no runs table."""
+    dup = curves.duplicated(CURVE_KEY, keep=False)
+    if dup.any():
+        r = curves[dup].iloc[0]
+        raise UserError(f"{where.get(r['run_id'], '?')}: curves.parquet holds run {r['run_id']} step {r['step']} "
+                        f"split {r['split']!r} more than once; the shard is inconsistent (rerun it with --fresh)")
+    with_rows = set(curves["run_id"])
+    if "steps_done" in runs:
+        need = runs[(pd.to_numeric(runs["steps_done"], errors="coerce").fillna(0) > 0)
+                    & runs["status"].isin(["done", "stopped"])]
+    else:
+        need = runs[runs["status"].isin(["done", "stopped"])]
+    bare = [rid for rid in need["run_id"] if rid not in with_rows]
+    if bare:
+        raise UserError(f"{where.get(bare[0], '?')}: run {bare[0]} has no curve rows ({len(bare)} run(s) without "
+                        "curves); the shard is inconsistent (rerun it with --fresh)")
+    stray = sorted(with_rows - set(runs["run_id"]))
+    if stray:
+        raise UserError(f"curves.parquet rows of run {stray[0]}, which no shard's runs.parquet holds; the shards are "
+                        "inconsistent")
 
 
 def write_marker(out: Path) -> None:

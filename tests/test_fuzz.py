@@ -135,3 +135,137 @@ def test_damaged_results_dirs_to_every_command(capsys, tmp_path, synthetic, monk
             assert rc == 2 or cmd[0] in ("ls", "summarize", "plot", "analyze"), (what, cmd, err)
         now = _tree(tmp_path, skip=d)
         assert now == outside, (what, set(now) ^ set(outside))
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23: the resume state fuzzed. Links, deleted/duplicated/foreign parts, checkpoints and unit
+# records in a real finished dir; `run` must exit 0 with the same tables (never fewer rows) or 2 with
+# one line, and nothing outside the results dir may change (foreign files behind links included).
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from gsweep.spec import from_dict
+    from gsweep.train.sweep import run_sweep
+    d = tiny_spec_dict(name="fz", train={"steps": 40, "eval_every": 20, "chunk_steps": 20, "early_evals": 0},
+                       seeds=2)
+    out = tmp_path_factory.mktemp("ftrained") / "r"
+    run_sweep(from_dict(d), out, progress=False)
+    return out, d
+
+
+def _resume_damage(rng: random.Random, d: Path, outside: Path) -> str:
+    parts = sorted((d / "parts").glob("*.parquet"))
+    units = sorted((d / "units").glob("*.json"))
+    ckpts = sorted(p for p in (d / "checkpoints").iterdir() if p.is_dir())
+    how = rng.choice(["part_delete", "part_duplicate", "part_foreign", "part_link", "parts_dir_link",
+                      "ckpt_record_delete", "ckpt_step_delete", "ckpt_foreign", "ckpts_dir_link", "unit_delete",
+                      "unit_duplicate", "unit_steps", "unit_foreign", "spec_link", "meta_link", "units_and_parts"])
+    victim = outside / f"victim-{how}"
+    victim.write_text("not gsweep's")
+    if how == "part_delete":
+        p = rng.choice(parts)
+        p.unlink()
+        if rng.random() < 0.5:
+            p.with_name(p.name + ".sha256").unlink()
+    elif how == "part_duplicate":
+        p = rng.choice(parts)
+        shutil.copy(p, p.with_name("uffffffffffff-00000.parquet"))
+        shutil.copy(p.with_name(p.name + ".sha256"), p.with_name("uffffffffffff-00000.parquet.sha256"))
+    elif how == "part_foreign":
+        (d / "parts" / "u0123456789ab-00000.parquet").write_text("foreign")
+        (d / "parts" / "notes.parquet").write_text("foreign")
+    elif how == "part_link":
+        p = rng.choice(parts)
+        p.unlink()
+        p.symlink_to(victim)
+    elif how in ("parts_dir_link", "ckpts_dir_link"):
+        name = "parts" if how == "parts_dir_link" else "checkpoints"
+        scratch = outside / f"scratch-{name}"
+        shutil.move(str(d / name), str(scratch))
+        (scratch / "unrelated-project").mkdir()
+        (scratch / "unrelated-project" / "f").write_text("theirs")
+        (scratch / "u0123456789ab").mkdir()
+        (d / name).symlink_to(scratch, target_is_directory=True)
+    elif how == "ckpt_record_delete":
+        for f in (d / "checkpoints").glob("*.sha256.json"):
+            f.unlink()
+        if rng.random() < 0.5:
+            shutil.rmtree(d / "units")
+    elif how == "ckpt_step_delete":
+        c = rng.choice(ckpts)
+        steps = sorted(p for p in c.iterdir())
+        shutil.rmtree(rng.choice(steps))
+        shutil.rmtree(d / "units")
+    elif how == "ckpt_foreign":
+        (d / "checkpoints" / "u0123456789ab").mkdir()
+        (d / "checkpoints" / "u0123456789ab" / "notes").write_text("foreign")
+    elif how == "unit_delete":
+        rng.choice(units).unlink()
+    elif how == "unit_duplicate":
+        shutil.copy(units[0], d / "units" / "uffffffffffff.json")
+    elif how == "unit_steps":
+        u = rng.choice(units)
+        u.write_text(u.read_text().replace('"steps_done": 40', '"steps_done": 48'))
+    elif how == "unit_foreign":
+        (d / "units" / "notes.json").write_text("{}")
+    elif how in ("spec_link", "meta_link"):
+        f = d / ("spec.yaml" if how == "spec_link" else "meta.json")
+        shutil.copy(f, victim)
+        f.unlink()
+        f.symlink_to(victim)
+    else:
+        shutil.rmtree(d / "units")
+        shutil.rmtree(d / "parts")
+    return how
+
+
+def test_resume_state_fuzzed(capsys, tmp_path, trained, monkeypatch):
+    import pandas as pd
+    monkeypatch.chdir(tmp_path)
+    rng = random.Random(23)
+    src, d0 = trained
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(d0))
+    ref_runs, ref_curves = pd.read_parquet(src / "runs.parquet"), pd.read_parquet(src / "curves.parquet")
+    outcomes = {}
+    for i in range(10):
+        d = tmp_path / f"d{i}"
+        shutil.copytree(src, d, symlinks=True)
+        outside = tmp_path / f"outside{i}"
+        outside.mkdir()
+        how = _resume_damage(rng, d, outside)
+        def foreign(t: dict) -> dict:  # the linked folders' own gsweep files may change; nothing else may
+            return {k: v for k, v in t.items() if any(s in k for s in ("victim", "unrelated", "u0123456789ab"))}
+        before = foreign(_tree(outside))
+        rc, err = _call(capsys, "run", spec, "--out", d, "--quiet")
+        outcomes[how] = rc
+        assert foreign(_tree(outside)) == before, how
+        if rc == 0:  # a correct result: the same tables, never fewer rows
+            pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), ref_runs, check_exact=True)
+            pd.testing.assert_frame_equal(pd.read_parquet(d / "curves.parquet"), ref_curves, check_exact=True)
+        _call(capsys, "summarize", d)
+    assert 0 in outcomes.values() and 2 in outcomes.values(), outcomes
+
+
+def test_signals_after_training_fuzzed(tmp_path):
+    import json
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT, gsweep_cmd
+    rng = random.Random(2323)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict(name="fz", train={"steps": 40, "eval_every": 20,
+                                                                    "chunk_steps": 20})))
+    sig, n = rng.choice(["INT", "TERM"]), rng.choice([1, 2])
+    out = tmp_path / "out"
+    p = subprocess.run(gsweep_cmd("run", spec, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "GSWEEP_TEST_SIGNAL": f"tables:{sig}:{n}"})
+    assert p.returncode in (130, 143) and "Traceback" not in p.stderr, p.stderr
+    assert json.loads((out / "meta.json").read_text())["status"] in ("done", "interrupted")
+    assert not (out / ".lock").exists()
+    p = subprocess.run(gsweep_cmd("run", spec, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out", "s.yaml"]

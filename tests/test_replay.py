@@ -58,6 +58,7 @@ def test_replay_of_changed_settings_names_the_first_differing_step(result, tmp_p
     c = pd.read_parquet(bad / "curves.parquet")
     c["run_id"] = c["run_id"].map(dict(zip(old_ids, new_ids, strict=True)))
     c.to_parquet(bad / "curves.parquet", index=False)
+    (bad / "curves.parquet.sha256").unlink(missing_ok=True)  # edited on purpose: read as unverified
     with pytest.raises(UserError, match=r"differs from the recorded curve first at step \d+"):
         replay(bad, new_ids[0], [80])
 

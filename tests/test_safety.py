@@ -567,3 +567,435 @@ def test_numeric_strings_are_numbers():
     assert yaml.safe_load("lr: 1e-3")["lr"] == "1e-3"
     assert from_dict(yaml.safe_load(yaml.safe_dump(tiny_spec_dict())
                                     .replace("lr: 0.003", "lr: 3e-3"))).train["lr"] == 0.003
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 1: links. checkpoints/ and parts/ may be links to scratch: gsweep deletes inside them only
+# what it verifiably made; it never reads or deletes through any other link.
+
+
+def _scratch(tmp_path: Path) -> Path:
+    s = tmp_path / "scratch"
+    (s / "unrelated-project").mkdir(parents=True)
+    (s / "unrelated-project" / "data.txt").write_text("theirs")
+    (s / "u0123456789ab").mkdir()  # named like a unit, but not gsweep's
+    (s / "u0123456789ab" / "notes").write_text("theirs")
+    (s / "x.parquet").write_bytes(b"theirs")
+    (s / "u0123456789ab-00000.parquet").write_bytes(b"theirs, named like a part")
+    return s
+
+
+def _link_folder(d: Path, name: str, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for p in (d / name).iterdir():
+        shutil.move(str(p), str(target / p.name))
+    (d / name).rmdir()
+    (d / name).symlink_to(target, target_is_directory=True)
+
+
+def test_links_to_scratch_are_used_and_nothing_foreign_is_deleted(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    scratch = _scratch(tmp_path)
+    _link_folder(d, "checkpoints", scratch / "ck")
+    _link_folder(d, "parts", scratch / "pa")
+    for sub in ("ck", "pa"):
+        shutil.copytree(scratch / "unrelated-project", scratch / sub / "unrelated-project")
+        shutil.copytree(scratch / "u0123456789ab", scratch / sub / "u0123456789ab")
+        shutil.copy(scratch / "x.parquet", scratch / sub / "x.parquet")
+        shutil.copy(scratch / "u0123456789ab-00000.parquet", scratch / sub / "u0123456789ab-00000.parquet")
+    foreign = {k: v for k, v in tree(scratch).items() if "u0123456789ab" in k or "unrelated" in k or "x.parquet" in k}
+    outside = tree(tmp_path / "elsewhere")
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    runs0 = pd.read_parquet(d / "runs.parquet")
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")  # a finished dir: stale units are cleared
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet", "--fresh")  # --fresh clears what gsweep made
+    assert rc == 0, err
+    assert "u0123456789ab" in err  # listed as kept
+    now = tree(scratch)
+    assert {k: now.get(k) for k in foreign} == foreign, "a foreign file in a linked folder changed"
+    assert (d / "checkpoints").is_symlink() and (d / "parts").is_symlink()
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+    assert tree(tmp_path / "elsewhere") == outside
+
+
+@pytest.mark.parametrize("what", ["spec.yaml", "meta.json", ".gsweep", ".lock", "units", "part", "ckpt", "png"])
+def test_links_gsweep_did_not_make_are_never_followed(capsys, trained, copy_of, tmp_path, what):
+    d = copy_of()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"\x89PNG not yours")
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    if what in ("spec.yaml", "meta.json", ".gsweep", ".lock"):
+        if (d / what).exists():
+            os.unlink(d / what)
+        (d / what).symlink_to(secret)
+    elif what == "units":
+        u = next((d / "units").glob("*.json"))
+        shutil.copy(u, tmp_path / "unit.json")
+        u.unlink()
+        u.symlink_to(tmp_path / "unit.json")
+    elif what == "part":
+        p = next((d / "parts").glob("*.parquet"))
+        shutil.copy(p, tmp_path / "part.parquet")
+        p.unlink()
+        p.symlink_to(tmp_path / "part.parquet")
+    elif what == "ckpt":
+        c = next(p for p in (d / "checkpoints").iterdir() if p.is_dir())
+        shutil.move(str(c), str(tmp_path / "ck"))
+        c.symlink_to(tmp_path / "ck", target_is_directory=True)
+    else:
+        (d / "plots").mkdir(exist_ok=True)
+        (d / "plots" / "analyze-x.png").symlink_to(secret)
+    before_out = tree(tmp_path)
+    if what == "png":
+        rc, _, err = cli(capsys, "report", d)
+        assert rc == 0, err
+        assert "left out" in err
+        import base64
+        assert base64.b64encode(secret.read_bytes()).decode() not in (d / "report.html").read_text()
+        return
+    if what == ".gsweep":
+        os.unlink(d / "meta.json")  # only the linked marker could prove the dir is gsweep's
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh")
+        assert_error(rc, err, "--fresh deletes only")
+    else:
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+        if what == "ckpt":
+            rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh", "--quiet")
+            assert_error(rc, err, "is a link")  # neither deleted nor read
+            assert tree(tmp_path / "ck") == {k[3:]: v for k, v in before_out.items() if k.startswith("ck/")}
+            return
+        assert_error(rc, err, what if what in ("spec.yaml", "meta.json", ".lock") else "link")
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")} == \
+        {k: v for k, v in before_out.items() if not k.startswith("r/")}
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 2: a table is never rewritten with fewer finished runs or rows than the evidence supports
+
+
+def _tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return pd.read_parquet(d / "runs.parquet"), pd.read_parquet(d / "curves.parquet")
+
+
+def _rm_part(p: Path) -> None:
+    p.unlink()
+    p.with_name(p.name + ".sha256").unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("loss", ["parts", "one_part", "units_and_parts", "checkpoint_beyond_parts"])
+def test_missing_evidence_retrains_and_tables_never_shrink(capsys, trained, copy_of, tmp_path, loss):
+    d = copy_of()
+    runs0, curves0 = _tables(d)
+    parts = sorted((d / "parts").glob("*.parquet"))
+    assert len(parts) >= 2
+    if loss == "parts":
+        shutil.rmtree(d / "parts")
+    elif loss == "one_part":
+        _rm_part(parts[0])
+    elif loss == "units_and_parts":
+        shutil.rmtree(d / "units")
+        shutil.rmtree(d / "parts")
+    else:  # a unit interrupted after chunk 1 whose checkpoints were copied from a dir that got further
+        shutil.rmtree(d / "units")
+        _rm_part(parts[1])
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    outside = {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")}
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    runs1, curves1 = _tables(d)
+    pd.testing.assert_frame_equal(curves1, curves0, check_exact=True)
+    pd.testing.assert_frame_equal(runs1, runs0, check_exact=True)
+    assert {k: v for k, v in tree(tmp_path).items() if not k.startswith("r/")} == outside
+
+
+def test_a_table_that_would_shrink_is_refused(trained, copy_of):
+    from gsweep.spec import from_dict as fd
+    from gsweep.train.tables import build_tables, check_no_shrink
+    d = copy_of()
+    spec = fd(trained[1])
+    table, curves = build_tables(d, spec.runs(), spec)
+    before = tree(d)
+    with pytest.raises(UserError, match="would lose 8 curve rows|would lose"):
+        check_no_shrink(d, table, curves.iloc[:-1])
+    with pytest.raises(UserError, match="finished run"):
+        check_no_shrink(d, table.assign(status="pending"), curves)
+    check_no_shrink(d, table, curves)  # the same evidence: fine
+    assert tree(d) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 3: every file gsweep trusts is verified; a missing record means unverified, not fine
+
+
+def test_checkpoint_without_its_record_is_not_trusted(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    runs0, curves0 = _tables(d)
+    shutil.rmtree(d / "units")  # the unit is unfinished: its checkpoint would be restored
+    for p in (d / "checkpoints").glob("*.sha256.json"):
+        p.unlink()
+    _flip(_largest_file(d / "checkpoints"))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert "unverified" in err
+    runs1, curves1 = _tables(d)
+    pd.testing.assert_frame_equal(curves1, curves0, check_exact=True)
+    pd.testing.assert_frame_equal(runs1, runs0, check_exact=True)
+
+
+@pytest.mark.parametrize("damage", ["part_flip_no_record", "unit_steps", "old_unit_steps", "table_flip"])
+def test_damage_without_or_against_records_is_refused(capsys, trained, copy_of, tmp_path, damage):
+    d = copy_of()
+    if damage == "part_flip_no_record":  # the unit record still knows the part's checksum
+        p = sorted((d / "parts").glob("*.parquet"))[0]
+        p.with_name(p.name + ".sha256").unlink()
+        _flip(p)
+        needle = "damaged part file"
+    elif damage in ("unit_steps", "old_unit_steps"):
+        u = next((d / "units").glob("*.json"))
+        rec = json.loads(u.read_text())
+        if damage == "old_unit_steps":  # a record written before records carried checksums
+            rec.pop("sha256")
+            rec.pop("parts")
+        for info in rec["runs"].values():
+            info["steps_done"] += 8
+        u.write_text(json.dumps(rec))
+        needle = "damaged unit record"
+    else:
+        runs0 = pd.read_parquet(d / "runs.parquet")
+        _flip(d / "runs.parquet", 0.3)
+        needle = "checksum mismatch"
+    before = tree(d)
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    if damage == "table_flip":  # readers refuse it; `run` rebuilds it from the verified parts
+        for cmd in (["summarize", d], ["plot", "curves", d], ["report", d]):
+            rc, _, err = cli(capsys, *cmd)
+            assert_error(rc, err, needle)
+        assert tree(d) == before
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+        assert rc == 0, err
+        pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)
+        return
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert_error(rc, err, needle)
+    assert tree(d) == before
+
+
+def test_tables_without_a_record_are_read_as_unverified(capsys, copy_of):
+    d = copy_of()
+    (d / "runs.parquet.sha256").unlink()
+    rc, _, err = cli(capsys, "summarize", d)
+    assert rc == 0, err
+    assert "unverified" in err
+
+
+def test_merge_refuses_inconsistent_shards():
+    from gsweep.store import check_shard_tables
+    runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["done", "done"], "steps_done": [10, 10]})
+    curves = pd.DataFrame({"run_id": ["a", "a", "b"], "step": [10, 10, 10], "split": ["test", "test", "test"]})
+    with pytest.raises(UserError, match="more than once"):
+        check_shard_tables(runs, curves, {})
+    with pytest.raises(UserError, match="no curve rows"):
+        check_shard_tables(runs, curves.iloc[:1], {})
+    with pytest.raises(UserError, match="no shard"):
+        check_shard_tables(runs.iloc[:1], curves.iloc[[0, 2]], {})
+    check_shard_tables(runs, curves.iloc[[0, 2]], {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 5: gsweep's own records are never an output path, nor left stale
+
+
+@pytest.mark.parametrize("target", ["spec.yaml", "meta.json", "runs.parquet", "units/x.yaml"])
+def test_refine_plan_never_overwrites_a_record(capsys, copy_of, tmp_path, target):
+    d = copy_of()
+    before = tree(tmp_path)
+    rc, _, err = cli(capsys, "refine", d, "--plan", d / target)
+    assert_error(rc, err, "--plan", "record gsweep keeps")
+    assert tree(tmp_path) == before
+
+
+def test_fresh_removes_a_stale_report_and_files_respect_the_umask(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    rc, _, err = cli(capsys, "report", d)
+    assert rc == 0, err
+    (d / ".report.html.abc123.tmp").write_text("left by a killed report")
+    rc, _, err = cli(capsys, "report", d)
+    assert rc == 0, err
+    assert not list(d.glob(".report.html.*.tmp"))
+    old = os.umask(0o022)
+    try:
+        spec = write_spec(tmp_path / "s.yaml", trained[1])
+        rc, _, err = cli(capsys, "run", spec, "--out", d, "--fresh", "--quiet")
+    finally:
+        os.umask(old)
+    assert rc == 0, err
+    assert not (d / "report.html").exists()
+    for name in ("spec.yaml", "meta.json", "runs.parquet", "curves.parquet", "runs.parquet.sha256"):
+        assert (d / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 6: a signal at any phase, after training included, leaves a resumable dir, a true status
+# and no lock
+
+
+@pytest.mark.parametrize("sig,n", [("TERM", 1), ("TERM", 2), ("INT", 1), ("INT", 2)])
+def test_signals_while_the_tables_are_written(tmp_path, sig, n):
+    f = write_spec(tmp_path / "s.yaml", {**TINY, "seeds": 2})
+    out = tmp_path / "out"
+    env = {**os.environ, "GSWEEP_TEST_SIGNAL": f"tables:{sig}:{n}"}
+    p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600, env=env)
+    assert p.returncode == (143 if sig == "TERM" else 130), p.stderr
+    assert "Traceback" not in p.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == ("done" if n == 1 else "interrupted")
+    assert not (out / ".lock").exists()
+    assert not [q for q in out.iterdir() if q.name.endswith(".tmp")]
+    if n == 1:
+        assert (out / "runs.parquet").exists() and (out / "curves.parquet").exists()
+    p = subprocess.run(gsweep_cmd("run", f, "--out", out, "--quiet"), cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert len(runs) == 2 and (runs["status"] == "done").all()
+    assert json.loads((out / "meta.json").read_text())["status"] == "done"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out", "s.yaml"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 23. 4, 7, 8: bounded sizes, one-line errors instead of tracebacks, checks at validate time
+
+
+BOMB = "name: bomb\ntask: {name: modular, p: 11}\nrefine:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]\n" for i in range(1, 12))
+
+
+@pytest.mark.parametrize("text,needle", [
+    (BOMB, "alias bomb"),
+    ('name: "a\\udcffb"\ntask: {name: modular, p: 11}\n', "lone surrogate"),
+    ("name: x\ntask: {name: modular, p: 11}\ntrain: {lr: {logspace: [-5, 400, 5]}}\n", "logspace"),
+    ("name: x\ntask: {name: modular, p: 11}\nanalysis: [1, 2]\n", "analysis"),
+    ("name: x\nname: y\ntask: {name: modular, p: 11}\n", "appears twice"),
+    ("name: x\ntask: {name: modular, p: 11}\ntask: {name: modular, p: 13}\n", "appears twice"),
+    ("name: x\ntask: {name: modular, p: 11}\nanalysis: {snapshot_where: 'seed == 0', snapshot_steps: bogus}\n",
+     "snapshot_steps"),
+    ("name: x\ntask: {name: modular, p: 11}\ntrain: {steps: 100}\nanalysis: {snapshot_where: 'seed == 0', "
+     "snapshot_steps: '0,500'}\n", "outside 0..100"),
+])
+def test_bad_specs_are_one_line_errors_at_validate(capsys, tmp_path, text, needle):
+    f = tmp_path / "s.yaml"
+    f.write_text(text)
+    before = tree(tmp_path)
+    for cmd in (["validate", f], ["run", f, "--out", tmp_path / "out"]):
+        rc, _, err = cli(capsys, *cmd)
+        assert_error(rc, err, needle)
+    assert tree(tmp_path) == before
+
+
+def test_numbers_and_merge_keys_still_accepted(capsys, tmp_path):
+    f = write_spec(tmp_path / "s.yaml", {})
+    f.write_text("name: x\ntask: &t {name: modular, p: 11}\ntrain: {lr: {linspace: [1e-4, 1e-3, 3]}}\n"
+                 "model: {<<: {depth: 1}, depth: 2}\n")
+    rc, out, err = cli(capsys, "validate", f)
+    assert rc == 0, err
+    assert "3 runs" in out
+
+
+@pytest.mark.parametrize("args,env,needle", [
+    (["summarize", "{d}", "--gap", "nan"], {}, "--gap"),
+    (["refine", "{d}", "--x", "seed"], {}, "--x 'seed'"),
+    (["replay", "{d}", "{run}", "--log-steps", "-3"], {}, "--log-steps"),
+    (["plan", "{spec}"], {"GSWEEP_MEMORY_BUDGET": "1e400"}, "GSWEEP_MEMORY_BUDGET"),
+    (["run", "{spec}", "--out", "{tmp}/o"], {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "10" * 10},
+     "SLURM_ARRAY_TASK_COUNT"),
+])
+def test_bad_flags_and_environment_are_one_line_errors(capsys, trained, copy_of, tmp_path, monkeypatch, args, env,
+                                                       needle):
+    d = copy_of()
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    run_id = pd.read_parquet(d / "runs.parquet")["run_id"][0]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    before = tree(tmp_path)
+    rc, _, err = cli(capsys, *[a.format(d=d, run=run_id, spec=spec, tmp=tmp_path) for a in args])
+    assert_error(rc, err, needle)
+    assert tree(tmp_path) == before
+
+
+def test_stepped_slurm_arrays_and_non_utf8_out(capsys, tmp_path):
+    from gsweep.train.units import parse_shard
+    env = {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_STEP": "2", "SLURM_ARRAY_TASK_COUNT": "6"}
+    assert [parse_shard(None, {**env, "SLURM_ARRAY_TASK_ID": str(t)}).index for t in (0, 2, 10)] == [0, 1, 5]
+    with pytest.raises(UserError, match="STEP 2"):
+        parse_shard(None, {**env, "SLURM_ARRAY_TASK_ID": "3"})
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", str(tmp_path) + "/\udcff")
+    assert_error(rc, err, "UTF-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+@pytest.mark.parametrize("pid", [0, -1, True])
+def test_locks_holding_impossible_pids_are_broken(capsys, trained, copy_of, tmp_path, pid):
+    d = copy_of()
+    (d / ".lock").write_text(json.dumps({"pid": pid, "host": os.uname().nodename, "since": "x"}))
+    old = time.time() - 60
+    os.utime(d / ".lock", (old, old))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert rc == 0, err
+    assert "breaking" in err and not (d / ".lock").exists()
+
+
+@pytest.mark.parametrize("damage", ["zero_curves", "nan_setting", "junk_swept_keys", "duplicated_runs"])
+def test_parseable_but_wrong_results_files(capsys, synthetic, tmp_path, damage):
+    d = tmp_path / "d"
+    shutil.copytree(synthetic, d)
+    for f in d.glob("*.sha256"):
+        f.unlink()
+    r = pd.read_parquet(d / "runs.parquet")
+    if damage == "zero_curves":
+        pd.read_parquet(d / "curves.parquet").iloc[:0].to_parquet(d / "curves.parquet", index=False)
+    elif damage == "nan_setting":
+        r.loc[0, "task.data_frac"] = float("nan")
+        r.to_parquet(d / "runs.parquet", index=False)
+    elif damage == "duplicated_runs":
+        pd.concat([r, r.iloc[:1]]).to_parquet(d / "runs.parquet", index=False)
+    else:
+        m = json.loads((d / "meta.json").read_text())
+        m["swept_keys"] = [1, {"a": 2}, None]
+        (d / "meta.json").write_text(json.dumps(m))
+    for cmd in (["summarize", d], ["plot", "phase-diagram", d, "--out", tmp_path / "x.png"],
+                ["plot", "curves", d, "--out", tmp_path / "y.png"], ["report", d, "--out", tmp_path / "r.html"]):
+        rc, _, err = cli(capsys, *cmd)
+        assert rc in (0, 2) and "Traceback" not in err, (cmd, err)
+        if rc == 2:
+            assert_error(rc, err, "damaged")
+
+
+def test_a_program_too_big_for_the_device_is_refused_before_it_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GSWEEP_MEMORY_BUDGET", "64K")  # the program's own memory analysis needs more
+    f = write_spec(tmp_path / "s.yaml", TINY)
+    rc, _, err = cli(capsys, "run", f, "--out", tmp_path / "out", "--quiet")
+    assert_error(rc, err, "compiled program needs", "GSWEEP_MEMORY_BUDGET")
+    out = tmp_path / "out"
+    assert not (out / ".lock").exists() and not (out / "parts").exists()
+    if (out / "meta.json").exists():
+        assert json.loads((out / "meta.json").read_text())["status"] != "running"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.yaml"]
+
+
+def test_fresh_starts_over_from_a_damaged_unit_record(capsys, trained, copy_of, tmp_path):
+    d = copy_of()
+    runs0 = pd.read_parquet(d / "runs.parquet")
+    u = next((d / "units").glob("*.json"))
+    u.write_text(u.read_text().replace('"steps_done": 40', '"steps_done": 48'))
+    spec = write_spec(tmp_path / "s.yaml", trained[1])
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet")
+    assert_error(rc, err, "damaged unit record", "--fresh")
+    rc, _, err = cli(capsys, "run", spec, "--out", d, "--quiet", "--fresh")  # what the message offers works
+    assert rc == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(d / "runs.parquet"), runs0, check_exact=True)

@@ -11,6 +11,7 @@ import html
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,9 @@ def figures(res: Results) -> list[dict[str, str]]:
     pdir = res.path / "plots"
     for kind, pattern in FIGURE_GLOBS:
         for p in sorted(pdir.glob(pattern)) if pdir.is_dir() else []:
+            if p.is_symlink() or not p.is_file():  # never read through a link gsweep did not make
+                print(f"gsweep: report: {p} is a link or not a file; left out of the page", file=sys.stderr)
+                continue
             out.append({"kind": kind, "title": p.stem, "src": png_data_uri(p)})
     return out
 
@@ -134,7 +138,8 @@ def provenance(res: Results) -> dict[str, Any]:
     m = res.meta
     t0, t1 = _parse_time(m.get("started")), _parse_time(m.get("finished"))
     wall = (t1 - t0).total_seconds() if t0 and t1 else None
-    spec_text = (res.path / "spec.yaml").read_text() if (res.path / "spec.yaml").exists() else ""
+    sp = res.path / "spec.yaml"
+    spec_text = sp.read_text() if sp.is_file() and not sp.is_symlink() else ""
     return {
         "status": res.status, "started": m.get("started"), "finished": m.get("finished"), "wall_s": wall,
         "command": m.get("command"), "host": m.get("host"), "backend": m.get("backend"),
@@ -189,7 +194,8 @@ def sensitivity_html(res: Results) -> str:
 
 def analysis_files(res: Results) -> list[Path]:
     """Every analysis in the results dir: analysis.json (older gsweep) and analysis-*.json, oldest first."""
-    return sorted(res.path.glob("analysis*.json"), key=lambda p: (p.stat().st_mtime, p.name))
+    files = [p for p in res.path.glob("analysis*.json") if p.is_file() and not p.is_symlink()]  # never through a link
+    return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
 def analysis_text(res: Results) -> str | None:

@@ -76,6 +76,12 @@ def write_report(res: Results, out: str | Path | None = None) -> Path:
     path = Path(out) if out is not None else res.path / "report.html"
     if path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {path}: the report is one HTML file; name it FILE.html")
+    from gsweep.train.resultsdir import check_not_a_record
+    check_not_a_record(path, "--out")
+    if path.parent.is_dir():  # temporaries of a report a kill interrupted (its own name only)
+        for t in path.parent.glob(f".{path.name}.*.tmp"):
+            if t.is_file() and not t.is_symlink():
+                t.unlink(missing_ok=True)
     store.write_text(path, render(res))
-    path.chmod(0o644)  # a page to share (the atomic write leaves 0600)
+    path.chmod(0o644)  # a page to share
     return path

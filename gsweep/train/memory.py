@@ -57,7 +57,7 @@ def parse_bytes(text: str) -> int:
         v = float(t[: len(t) - len(unit)]) * _SUFFIX[unit]
     except ValueError:
         v = -1
-    if not v > 0:
+    if not (v > 0 and math.isfinite(v) and v < 2.0 ** 62):
         from gsweep.errors import UserError
         raise UserError(f"{BUDGET_ENV}={text!r}: not a size in bytes (e.g. 2G, 512M, 3000000)")
     return int(v)

@@ -38,11 +38,105 @@ def spec_diff(old: dict, new: dict, prefix: str = "") -> str:
 
 
 # What gsweep writes in a results dir: the only names `--fresh` may delete.
-KNOWN_FILES = frozenset({store.SPEC, store.META, store.RUNS, store.CURVES, store.MARKER, LOCK})
+KNOWN_FILES = frozenset({store.SPEC, store.META, store.RUNS, store.CURVES, store.MARKER, LOCK,
+                         store.RUNS + ".sha256", store.CURVES + ".sha256", "report.html"})
 KNOWN_DIRS = frozenset({CKPT, PARTS, UNITS, "plots", "replays"})
 # store's atomic temporaries (.<name>.<random>.tmp) and check_writable's probe
-_TEMP = re.compile(r"^\.(spec\.yaml|meta\.json|runs\.parquet|curves\.parquet|\.gsweep|gsweep)\.[^/]*\.tmp$"
+_TEMP = re.compile(r"^\.(spec\.yaml|meta\.json|(runs|curves)\.parquet(\.sha256)?|report\.html|\.gsweep|gsweep)"
+                   r"\.[^/]*\.tmp$"
                    r"|^\.probe-\d+$")
+
+
+# The names gsweep gives what it writes under checkpoints/, parts/ and units/. These folders may be
+# symbolic links (to a scratch disk, say): inside them gsweep deletes only entries it can verify it
+# made (the exact name, a real file or folder, and its own checksum record or orbax's layout), never
+# through a link and never anything else (see owned_*).
+UNIT_RE = re.compile(r"^u[0-9a-f]{12}$")
+PART_RE = re.compile(r"^(u[0-9a-f]{12})-\d{5}\.parquet$")
+_STEP_RE = re.compile(r"^\d+(\.orbax-checkpoint-tmp-?\d*)?$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def owned_checkpoint(d: Path) -> bool:
+    """``checkpoints/<unit>`` is gsweep's: a real folder named as a unit, holding only orbax step
+    folders (each with orbax's ``_CHECKPOINT_METADATA``, or orbax's temporary of an unfinished save)."""
+    if d.is_symlink() or not d.is_dir() or not UNIT_RE.match(d.name):
+        return False
+    for e in d.iterdir():
+        if e.is_symlink() or not e.is_dir() or not _STEP_RE.match(e.name):
+            return False
+        if e.name.isdigit() and not (e / "_CHECKPOINT_METADATA").is_file():
+            return False
+    return True
+
+
+def owned_part(p: Path) -> bool:
+    """``parts/<unit>-<chunk>.parquet`` is gsweep's: the exact name, a real file, and its checksum
+    record (``.sha256``, a real file) matches it."""
+    if not PART_RE.match(p.name) or p.is_symlink() or not p.is_file():
+        return False
+    sp = p.with_name(p.name + ".sha256")
+    if sp.is_symlink() or not sp.is_file() or sp.stat().st_size > 200:
+        return False
+    try:
+        return sp.read_text().strip() == store.sha256_file(p)
+    except (OSError, UnicodeDecodeError, UserError):
+        return False
+
+
+def _owned_record(p: Path, pattern: re.Pattern, suffix: str) -> bool:
+    return (p.name.endswith(suffix) and bool(pattern.match(p.name[: -len(suffix)])) and not p.is_symlink()
+            and p.is_file())
+
+
+def remove_owned(folder: Path, keep_units: set[str] = frozenset(), records: bool = False) -> list[str]:
+    """Delete, inside ``folder`` (``checkpoints/``, ``parts/`` or ``units/``, a link or not), the entries
+    gsweep verifiably made for units not in ``keep_units`` (unit records too with ``records``); the
+    names of the others, kept."""
+    kept = []
+    if not folder.is_dir():
+        return kept
+    for p in sorted(folder.iterdir()):
+        name = p.name
+        if not p.exists() and not p.is_symlink():  # a part's record, gone with its part
+            continue
+        if owned_checkpoint(p):
+            if name not in keep_units:
+                shutil.rmtree(p)
+        elif _owned_record(p, UNIT_RE, ".sha256.json"):
+            if name[:13] not in keep_units and not (folder / name[:13]).exists():
+                p.unlink()
+        elif PART_RE.match(name) and owned_part(p):
+            if name[:13] not in keep_units:
+                p.with_name(name + ".sha256").unlink(missing_ok=True)
+                p.unlink()
+        elif _owned_record(p, PART_RE, ".sha256"):
+            if not p.with_name(name[: -len(".sha256")]).exists() and name[:13] not in keep_units:
+                try:
+                    if _HEX64.match(p.read_text().strip()):
+                        p.unlink()
+                        continue
+                except (OSError, UnicodeDecodeError):
+                    pass
+                kept.append(name)
+        elif records and _owned_record(p, UNIT_RE, ".json"):
+            if name[:13] not in keep_units:
+                p.unlink()
+        else:
+            kept.append(name)
+    return kept
+
+
+def check_not_a_record(path: Path, what: str) -> None:
+    """An output path (``refine --plan``, ``report --out``, ``plot --out``) is never a file gsweep keeps in a
+    results dir (spec.yaml, meta.json, the tables and their checksums, the marker, the lock) nor inside
+    checkpoints/, parts/ or units/: writing there would overwrite the record of what ran."""
+    path = Path(path)
+    d = path.parent
+    inside = [q for q in (d, *d.parents) if q.name in (CKPT, PARTS, UNITS) and proven_results_dir(q.parent)]
+    if (path.name in KNOWN_FILES - {"report.html"} and (proven_results_dir(d) or (d / store.SPEC).exists())) \
+            or inside:
+        raise UserError(f"{what} {path}: is a record gsweep keeps in a results dir; write somewhere else")
 
 
 def is_gsweep_name(p: Path) -> bool:
@@ -55,6 +149,8 @@ def is_gsweep_name(p: Path) -> bool:
 
 def proven_results_dir(out: Path) -> bool:
     """gsweep can prove it made ``out``: its marker, or a meta.json carrying gsweep's signature."""
+    if (out / store.MARKER).is_symlink():
+        return False
     if (out / store.MARKER).is_file():
         try:
             return store.read_json(out / store.MARKER).get("format", "").startswith("gsweep-results/")
@@ -72,6 +168,10 @@ def check_out_path(out: Path, what: str = "--out") -> None:
     text = str(out)
     if "\x00" in text:
         raise UserError(f"{what} {text!r}: a path cannot hold a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{what} {text!r}: not valid UTF-8; name the results dir in UTF-8 text") from None
     for part in Path(text).parts:
         if len(part.encode("utf-8", "surrogateescape")) > 255:
             raise UserError(f"{what}: the path component {part[:40]!r}... is longer than 255 bytes")
@@ -89,7 +189,7 @@ def check_existing(out: Path, spec: SweepSpec, fresh: bool, extend: bool, shard:
     check_out_path(out)
     if not (out / store.SPEC).exists():
         if out.exists():
-            foreign = [p.name for p in out.iterdir() if not (p.name == LOCK or p.name == store.MARKER
+            foreign = [p.name for p in out.iterdir() if p.is_symlink() or not (p.name == LOCK or p.name == store.MARKER
                                                             or (_TEMP.match(p.name) and p.is_file()))]
             if foreign:
                 raise UserError(f"{out}: exists and is not a gsweep results dir (it holds {foreign[0]!r}"
@@ -130,6 +230,13 @@ def clear_for_fresh(out: Path) -> list[str]:
     kept = []
     for p in sorted(out.iterdir()):
         if p.name == LOCK:
+            continue
+        if p.name in (CKPT, PARTS, UNITS) and p.is_dir():  # a link to scratch included: only what gsweep made
+            left = remove_owned(p, records=True)
+            if left or p.is_symlink():
+                kept += [f"{p.name}/{n}" for n in left]
+            else:
+                p.rmdir()
             continue
         if is_gsweep_name(p):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
@@ -184,6 +291,9 @@ class Lock:
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        if self.path.is_symlink() or (self.path.exists() and not self.path.is_file()):
+            raise UserError(f"{self.path}: is a link or not a file; gsweep never reads or deletes a lock it did not "
+                            "make (remove it yourself if no sweep is writing here)")
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -192,7 +302,8 @@ class Lock:
                     holder = json.loads(self.path.read_bytes().decode("utf-8") or "{}")
                 except (OSError, ValueError):
                     holder = None
-                if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+                pid = holder.get("pid") if isinstance(holder, dict) else None
+                if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:  # 0, -1, true: no holder
                     try:
                         age = time.time() - self.path.stat().st_mtime
                     except OSError:

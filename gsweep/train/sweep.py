@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -37,22 +36,31 @@ from gsweep.train.resultsdir import (
     clear_for_fresh,
     clear_stale_temps,
     merged_meta,
+    remove_owned,
 )
 from gsweep.train.tables import (
     curve_rows,
     finished_runs,
     part_path,
     remove_part,
-    unit_record_path,
+    verified_parts,
     verify_parts,
     write_part,
     write_tables,
+    write_unit_record,
 )
 from gsweep.train.units import Shard, Unit, group_runs, plan_units, shard_runs
 
 
 class Interrupted(Exception):
-    pass
+    def __init__(self, msg: str, signum: int = signal.SIGINT):
+        super().__init__(msg)
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int:
+        """130 for SIGINT, 143 for SIGTERM (128 + the signal's number)."""
+        return 128 + self.signum
 
 
 # ----------------------------------------------------------------------------------------------
@@ -105,8 +113,12 @@ class _Signals:
         self.caught: int | None = None
         self.on_hard = None
         self._old = {}
+        self._depth = 0
 
     def __enter__(self):
+        self._depth += 1
+        if self._depth > 1:  # already installed: it covers the whole sweep, tables and meta included
+            return self
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[s] = signal.signal(s, self._handle)
@@ -122,14 +134,18 @@ class _Signals:
                 if self.on_hard is not None:
                     self.on_hard()
             finally:
-                os._exit(130)
+                os._exit(128 + int(signum))
         self.caught = signum
         print(f"\ngsweep: {signal.Signals(signum).name} received: finishing the chunk in flight, then "
               "checkpointing (a second signal stops at once)", file=sys.stderr)
 
     def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth > 0:
+            return
         for s, h in self._old.items():
             signal.signal(s, h)
+        self._old = {}
 
 
 def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool = False, shard: Shard | None = None,
@@ -154,12 +170,18 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                         f"use at most {len(runs_all)} shards")
     old_meta = store.read_meta(out) if mode != "new" else {}
     check_recorded_splits(out, old_meta, runs_all)  # an older split meaning is refused, not mixed
-    verify_parts(out)  # a damaged unit record or part file is refused here, before anything changes
+    if not fresh:  # --fresh starts over: what it clears need not verify
+        verify_parts(out, runs_all)  # a damaged unit record or part file is refused here, before anything changes
     check_writable(out)
     lock = Lock(out)
     if is_main:
         lock.acquire()
+    sig = _Signals()  # from here to the last write: a signal at any phase leaves a resumable dir
+    sig.on_hard = lock.release  # until meta.json is written (then on_hard below)
+    started: list = []
+    meta: dict = {}
     try:
+        sig.__enter__()
         if is_main:
             clear_stale_temps(out)
         if mode == "new" and fresh and (out / store.SPEC).exists() and is_main:
@@ -174,7 +196,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
         fin = finished_runs(out)
         todo = [r for r in mine if r.run_id not in fin]
         mesh = make_mesh(jax.devices()[:n_devices] if n_devices else None)
-        meta = {
+        meta.update({
             "name": spec.name, "status": "running", "started": _now(), "finished": None, "command": command,
             "host": socket.gethostname(), "pid": os.getpid(), "versions": versions(),
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
@@ -182,8 +204,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             "precision": sorted({r.settings["train.precision"] for r in runs_all}),
             "swept_keys": spec.swept_keys, "n_runs": len(mine), "shard": dataclasses.asdict(shard) if shard else None,
             "mode": mode, "groups": {},
-        }
-        started = []
+        })
 
         def on_start():
             """Write spec and meta once the first unit has restored (or started) cleanly: a corrupt or
@@ -211,7 +232,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                                                           "finished": _now()}))
             lock.release()
 
-        with _Signals() as sig:
+        with sig:
             sig.on_hard = on_hard
             for gi, (gid, grp) in enumerate(groups.items()):
                 if not pending_groups[gid]:
@@ -221,6 +242,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                     batching=grp[0].settings.get("train.batching", "auto"),
                                     threshold=float(spec.analysis["threshold"]))
                 sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
+                check_fits(gid, sizing, mesh.devices.size)
                 prog.resize(sizing.runs_per_chunk)
                 meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
@@ -242,8 +264,12 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                                 break
                         break
                     except Exception as e:  # noqa: BLE001 - only device out-of-memory is retried
-                        if not is_oom(e) or prog.R <= mesh.devices.size:
+                        if not is_oom(e):
                             raise
+                        if prog.R <= mesh.devices.size:  # nothing left to halve: the program itself is too big
+                            raise UserError(f"group {gid}: does not fit in device memory even with {prog.R} run(s) "
+                                            "per chunk; reduce the task size (task.p), the model, or "
+                                            "train.batch_size") from None
                         half = max(mesh.devices.size, prog.R // 2)
                         print(f"\ngsweep: device out of memory with {prog.R} runs per chunk in group {gid}; "
                               f"retrying with {half}", file=sys.stderr)
@@ -261,6 +287,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             on_start()
             if status == "done":
                 remove_stale_units(out)
+            _test_signal("tables")
             table = write_tables(out, mine, spec, in_progress)
             meta.update(status=status, finished=_now())
             store.write_json(out / store.META, merged_meta(old_meta, meta))
@@ -269,10 +296,37 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             multihost_utils.sync_global_devices("gsweep:end")
         if status == "interrupted":
             raise Interrupted(f"interrupted by {signal.Signals(sig.caught).name}; checkpoint and tables written. "
-                              f"Resume with the same command: {command or 'gsweep run ... --out ' + str(out)}")
+                              f"Resume with the same command: {command or 'gsweep run ... --out ' + str(out)}",
+                              sig.caught)
+        if sig.caught:  # a signal while the tables were written: they are complete, the sweep is done
+            raise Interrupted(f"{signal.Signals(sig.caught).name} received after training; the sweep is done and "
+                              "its tables are written", sig.caught)
         return SweepResult(out, table, status)
+    except BaseException as e:
+        # meta.json tells the truth: a sweep that stopped on an error is not `running`
+        if is_main and started and meta.get("status") == "running" and not isinstance(e, Interrupted):
+            try:
+                store.write_json(out / store.META, merged_meta(old_meta, {
+                    **meta, "finished": _now(),
+                    "status": "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"}))
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        raise
     finally:
+        sig.__exit__()
         lock.release()
+
+
+def check_fits(gid: str, sizing, n_dev: int) -> None:
+    """A group whose program, by its own memory analysis, needs more than the device holds even at one
+    run per device is refused before it runs (a one-line error, not an allocation failure)."""
+    smallest = sizing.probes.get(n_dev, sizing.compiled_bytes if sizing.runs_per_chunk <= n_dev else None)
+    if smallest is not None and smallest > sizing.limit_bytes:
+        def size(b: int) -> str:
+            return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.3g} MiB"
+        raise UserError(f"group {gid}: its compiled program needs {size(smallest)} per device even with "
+                        f"one run per device, more than the {size(sizing.limit_bytes)} available "
+                        f"({sizing.limit_source}); reduce the task size (task.p), the model, or train.batch_size")
 
 
 def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
@@ -302,6 +356,15 @@ def _test_hook(event: str, chunk: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _test_signal(event: str) -> None:
+    """Test-only fault injection: GSWEEP_TEST_SIGNAL="EVENT:NAME[:N]" sends this process signal NAME
+    (INT or TERM) N times (default 1) at EVENT (tables: as the tables are about to be written)."""
+    spec = os.environ.get("GSWEEP_TEST_SIGNAL", "").split(":")
+    if len(spec) >= 2 and spec[0] == event:
+        for _ in range(int(spec[2]) if len(spec) > 2 else 1):
+            os.kill(os.getpid(), getattr(signal, "SIG" + spec[1]))
+
+
 def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label: str, sig: _Signals,
                 in_progress: dict, is_main: bool, on_start=lambda: None, rollback: bool = False) -> str:
     oom_above = os.environ.get("GSWEEP_TEST_OOM_ABOVE")  # test-only: pretend R runs do not fit
@@ -309,17 +372,34 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         raise DeviceOOM(f"RESOURCE_EXHAUSTED: test hook: {prog.R} runs per chunk > {oom_above}")
     from gsweep.train.engine import live_rows
     ckpt_dir = out / CKPT / unit.unit_id
+    if ckpt_dir.is_symlink() or (ckpt_dir.exists() and not ckpt_dir.is_dir()):
+        raise UserError(f"{ckpt_dir}: is a link or a file where gsweep keeps a unit's checkpoints; gsweep never "
+                        "reads or deletes through a link it did not make (link checkpoints/ itself instead)")
     every = int(unit.runs[0].settings["train.checkpoint_every"])
     u = prog.unit_arrays(unit.runs)
     states = prog.init_states(u)
     start = 0
     record = {"unit_id": unit.unit_id, "group_id": unit.group_id, "run_ids": [r.run_id for r in unit.runs]}
     checkpoint.discard_uncommitted(ckpt_dir)
-    if checkpoint.latest_step(ckpt_dir) is not None:
-        states, _, start = checkpoint.restore(ckpt_dir, states, record, rollback=rollback)
-        print(f"gsweep: {label} resuming at step {min(start * prog.K, prog.steps)} from {ckpt_dir}",
-              file=sys.stderr)
-        bar.done += min(start * prog.K, prog.steps) * len(unit.runs)
+    # a checkpoint is built on only as far as the unit's verified part files reach (parts deleted, or
+    # checkpoints copied from a dir that got further: those chunks retrain, no rows are skipped)
+    have = verified_parts(out, unit.unit_id)
+    if checkpoint.unverified(ckpt_dir):
+        print(f"gsweep: {label} {ckpt_dir}: no checksum record, so unverified; retraining this chunk of runs "
+              "from step 0", file=sys.stderr)
+        checkpoint.clear(ckpt_dir)
+    elif checkpoint.latest_step(ckpt_dir) is not None:
+        if checkpoint.latest_step(ckpt_dir) > len(have):
+            print(f"gsweep: {label} part files after chunk {len(have)} are missing or unverified; retraining "
+                  "from the last checkpoint they reach", file=sys.stderr)
+        if not [s for s in checkpoint.committed_steps(ckpt_dir) if s <= len(have)]:
+            checkpoint.clear(ckpt_dir)
+        else:
+            states, _, start = checkpoint.restore(ckpt_dir, states, record, rollback=rollback, max_step=len(have))
+            print(f"gsweep: {label} resuming at step {min(start * prog.K, prog.steps)} from {ckpt_dir}",
+                  file=sys.stderr)
+            bar.done += min(start * prog.K, prog.steps) * len(unit.runs)
+    part_sums = {part_path(out, unit.unit_id, c).name: h for c, h in have.items() if c < start}
     on_start()
     if is_main:  # rows written after the checkpoint are recomputed
         for p in (out / PARTS).glob(f"{unit.unit_id}-*.parquet"):
@@ -357,7 +437,8 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
         diverged, stopped = diverged_R[:n], stopped_R[:n]
         if is_main:
             rows_df = curve_rows(unit, steps, host, prog.split_names, diverged, stopped)
-            write_part(part_path(out, unit.unit_id, c), rows_df)
+            pp = part_path(out, unit.unit_id, c)
+            part_sums[pp.name] = write_part(pp, rows_df)
             _test_hook("after_part", c + 1)
         done_steps = min((c + 1) * prog.K, prog.steps)
         # train.stop_when_generalized: once every run of the unit has stopped (or diverged), the unit ends
@@ -379,8 +460,7 @@ def _train_unit(out, unit: Unit, prog, checkpoint, to_host, bar: Progress, label
     if is_main:
         recs = {r.run_id: _run_info(int(d), prog.steps, finished=True, stopped_at=int(s_at))
                 for r, d, s_at in zip(unit.runs, diverged, stopped, strict=True)}
-        store.write_json(unit_record_path(out, unit.unit_id), {"unit_id": unit.unit_id, "group_id": unit.group_id,
-                                                               "runs": recs})
+        write_unit_record(out, unit.unit_id, unit.group_id, recs, part_sums)
     return "done"
 
 
@@ -403,14 +483,28 @@ def _run_info(diverged_at: int, steps_done: int, finished: bool, stopped_at: int
 
 def remove_stale_units(out: Path) -> None:
     """Once every run is finished: part files and checkpoints of units that never finished (superseded
-    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them."""
+    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them. Only entries
+    gsweep verifiably made are removed (:func:`remove_owned`): ``checkpoints/`` or ``parts/`` may be
+    links to a scratch disk holding other files, and those stay."""
     done = {f.stem for f in (out / UNITS).glob("*.json")} if (out / UNITS).exists() else set()
-    if (out / PARTS).exists():
-        for p in (out / PARTS).glob("*.parquet"):
-            if p.stem.rsplit("-", 1)[0] not in done:
-                remove_part(p)
-    if (out / CKPT).exists():
-        for d in (out / CKPT).iterdir():
-            uid = d.name.split(".", 1)[0]
-            if uid not in done and d.name.startswith("u"):
-                shutil.rmtree(d) if d.is_dir() else d.unlink(missing_ok=True)
+    for folder in (PARTS, CKPT):
+        remove_owned(out / folder, keep_units=done)
+
+
+def check_backend() -> None:
+    """JAX's devices, or a one-line error (``JAX_PLATFORMS=cuda`` on a host without a GPU) before any work."""
+    import jax
+    try:
+        jax.devices()
+    except Exception as e:  # noqa: BLE001 - jax raises RuntimeError, AssertionError, ... here
+        msg = (str(e).splitlines() or [""])[0][:200]
+        raise UserError(f"JAX could not start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}): "
+                        f"{type(e).__name__}{': ' + msg if msg else ''}") from None
+
+
+def ignore_signals() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(s, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            pass

@@ -47,17 +47,23 @@ def parse_shard(text: str | None, env: dict | None = None) -> Shard | None:
     if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
         vals = {}
         for k, default in (("SLURM_ARRAY_TASK_ID", None), ("SLURM_ARRAY_TASK_MIN", "0"),
-                           ("SLURM_ARRAY_TASK_COUNT", None)):
+                           ("SLURM_ARRAY_TASK_COUNT", None), ("SLURM_ARRAY_TASK_STEP", "1")):
             v = env.get(k, default)
             try:
                 vals[k] = int(str(v).strip())
             except ValueError:
                 raise UserError(f"{k}={v!r}: expected an integer (or pass --shard I/N)") from None
         tid, lo, n = vals["SLURM_ARRAY_TASK_ID"], vals["SLURM_ARRAY_TASK_MIN"], vals["SLURM_ARRAY_TASK_COUNT"]
-        if not (n >= 1 and 0 <= tid - lo < n):
-            raise UserError(f"SLURM_ARRAY_TASK_ID={tid}: outside the array (MIN {lo}, COUNT {n}); "
-                            "need MIN <= ID < MIN + COUNT")
-        return Shard(tid - lo, n)
+        step = vals["SLURM_ARRAY_TASK_STEP"]
+        if not 1 <= n <= 1_000_000:
+            raise UserError(f"SLURM_ARRAY_TASK_COUNT={n}: expected 1 to 1,000,000 tasks (or pass --shard I/N)")
+        if step < 1:
+            raise UserError(f"SLURM_ARRAY_TASK_STEP={step}: expected a positive integer (or pass --shard I/N)")
+        i, off = divmod(tid - lo, step)  # --array=0-10:2 numbers its tasks 0, 2, 4, ...
+        if not (off == 0 and 0 <= i < n):
+            raise UserError(f"SLURM_ARRAY_TASK_ID={tid}: outside the array (MIN {lo}, STEP {step}, COUNT {n}); "
+                            "need ID = MIN + k*STEP with 0 <= k < COUNT")
+        return Shard(i, n)
     return None
 
 
