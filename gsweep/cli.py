@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        from gsweep.devices import configure
+        configure()  # one XLA CPU device per usable core (GSWEEP_CPU_DEVICES), before JAX starts
         rc = args.fn(args)
     except (SpecError, UserError) as e:
         print(f"gsweep: error: {_one_line(e)}", file=sys.stderr)
