@@ -30,6 +30,7 @@ from collections.abc import MutableMapping, Sequence
 ENV = "GSWEEP_CPU_DEVICES"
 FLAG = "--xla_force_host_platform_device_count"
 _FLAG_RE = re.compile(re.escape(FLAG) + r"(?:=(\S*))?")
+_CHOSEN: list = []  # [count, why, XLA_FLAGS and GSWEEP_CPU_DEVICES after configure()] of this process
 
 
 def usable_cores() -> int:
@@ -86,6 +87,8 @@ def configure(environ: MutableMapping[str, str] | None = None) -> tuple[int, str
     :func:`decide`'s answer. Idempotent. When JAX's backends are already up (a notebook that ran JAX
     first) nothing can change any more: gsweep then uses the CPU devices that exist."""
     target = os.environ if environ is None else environ
+    if environ is None and _CHOSEN and _CHOSEN[2] == target.get("XLA_FLAGS") and _CHOSEN[3] == target.get(ENV):
+        return _CHOSEN[0], _CHOSEN[1]  # configured already (the flag in XLA_FLAGS is ours, not the user's)
     n, why = decide(target)
     if not why.startswith("XLA_FLAGS"):
         rest = _FLAG_RE.sub("", target.get("XLA_FLAGS", "")).split()
@@ -98,7 +101,14 @@ def configure(environ: MutableMapping[str, str] | None = None) -> tuple[int, str
                 jax.config.update("jax_num_cpu_devices", n)
         except Exception:  # noqa: BLE001 - another JAX: XLA_FLAGS alone, read when the CPU backend starts
             pass
+    if environ is None:
+        _CHOSEN[:] = [n, why, target.get("XLA_FLAGS"), target.get(ENV)]
     return n, why
+
+
+def chosen() -> tuple[int, str]:
+    """How this process's count was chosen: :func:`configure`'s answer when it ran, else :func:`decide`'s."""
+    return (_CHOSEN[0], _CHOSEN[1]) if _CHOSEN else decide()
 
 
 def run_devices(backend: str, devices: Sequence, process_count: int = 1,

@@ -340,13 +340,13 @@ def plan_command(args) -> int:
     import jax
 
     t0 = time.perf_counter()
-    from gsweep.devices import decide
+    from gsweep.devices import chosen
     from gsweep.train.engine import make_mesh
 
     plans = plan_sweep(spec, probe_steps=args.probe_steps)
     n = make_mesh().devices.size
     device = f"{n} x {jax.devices()[0].device_kind} ({jax.default_backend()})"
     if jax.default_backend() == "cpu":
-        device += f", CPU devices: {decide()[1]}"
+        device += f", CPU devices: {chosen()[1]}"
     print(render(spec, plans, device, time.perf_counter() - t0, args.probe_steps))
     return 0

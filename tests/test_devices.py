@@ -176,3 +176,18 @@ def test_extend_on_another_device_count_is_identical(tmp_path, one_device):
     gs("run", f4, "--out", out, "--quiet", n=2)
     gs("run", f, "--out", out, "--quiet", "--extend", n=3)
     assert_same(one, tables(out))
+
+
+def test_the_rule_reported_is_the_one_configure_applied(monkeypatch):
+    """After configure() wrote the count into XLA_FLAGS, the process still reports why it chose it
+    (meta.json's cpu_devices), not 'the user's XLA_FLAGS'."""
+    monkeypatch.setattr(devices, "usable_cores", lambda: 3)
+    monkeypatch.delenv("GSWEEP_CPU_DEVICES")
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.setattr(devices, "_CHOSEN", [])
+    assert devices.configure() == (3, "one per usable core (3, os.sched_getaffinity)")
+    assert devices.flag_count(os.environ["XLA_FLAGS"]) == 3
+    assert devices.chosen() == (3, "one per usable core (3, os.sched_getaffinity)")
+    assert devices.configure() == devices.chosen()  # idempotent
+    monkeypatch.setenv("GSWEEP_CPU_DEVICES", "2")  # a later change is seen
+    assert devices.configure() == (2, "GSWEEP_CPU_DEVICES=2") == devices.chosen()

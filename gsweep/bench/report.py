@@ -109,8 +109,8 @@ def bench_command(args) -> int:
 
     load_start = list(os.getloadavg())
     started = _dt.datetime.now(_dt.timezone.utc)
-    from gsweep.devices import decide
-    how = f" for gsweep: {decide()[1]}" if device == "cpu" else ""
+    from gsweep.devices import chosen
+    how = f" for gsweep: {chosen()[1]}" if device == "cpu" else ""
     print(f"gsweep bench: {device_name}, jax {jax.__version__} ({jax.default_backend()}, {len(devices)} device(s)"
           f"{how}); "
           f"p={rc.p}, {rc.frac:.0%} of pairs, d_model {rc.d_model}, {rc.heads} heads, d_mlp {rc.d_mlp}; "

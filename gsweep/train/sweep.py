@@ -283,8 +283,8 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
 
 def cpu_devices_rule() -> str:
     """How the host platform's device count was chosen (meta.json)."""
-    from gsweep.devices import decide
-    return decide()[1]
+    from gsweep.devices import chosen
+    return chosen()[1]
 
 
 def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
