@@ -12,13 +12,14 @@ DEVSTAMP := $(VENV)/.installed-dev
 SWEEP   ?= $(if $(EXTRA),sweeps/default.yaml,sweeps/quick.yaml)
 ARGS    ?=
 
-.PHONY: install sweep test lint bench plots clean help
+.PHONY: install sweep test lint bench bench-cores plots clean help
 
 help:
 	@echo "make sweep   install (.venv, JAX for this host: ACCEL=$(ACCEL)) and run $(SWEEP) (SWEEP=... ARGS='--set train.steps=200')"
 	@echo "make test    install the dev extra (pytest, torch) and run the test suite"
 	@echo "make lint    ruff"
 	@echo "make bench   throughput against gsweep's PyTorch peer (installs the [bench] extra)"
+	@echo "make bench-cores  quick.yaml's throughput on one CPU device and on one per core, in one run"
 	@echo "ACCEL=cpu|cuda|tpu overrides the detection"
 
 # The install: the current pip (python3 -m venv brings an older one, which took ~15 s longer for the
@@ -56,6 +57,10 @@ lint: $(DEVSTAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench$(if $(EXTRA),$(comma)$(EXTRA),)]'
 	$(BIN)/python -m gsweep bench $(ARGS)
+
+# On CPU every gsweep command runs on one XLA device per usable core (GSWEEP_CPU_DEVICES=N overrides).
+bench-cores: $(STAMP)
+	$(BIN)/python scripts/cpu_devices_bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

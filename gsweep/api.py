@@ -180,6 +180,9 @@ def run(spec: str | Path | Mapping, out: str | Path | None = None,
     """Train a sweep (a YAML path, or the spec as a dict) into ``out`` (default ``results/<name>``) and
     return it loaded. Resumes what is there, as ``gsweep run`` does. ``overrides``:
     ``{"train.steps": 200, "seeds": 2}`` or ``["train.steps=200"]`` (``--set``)."""
+    from gsweep.devices import configure
+
+    configure()  # one XLA CPU device per usable core (GSWEEP_CPU_DEVICES), before JAX starts
     from gsweep.spec import apply_overrides, from_dict, load_spec
     from gsweep.train.sweep import run_sweep
 

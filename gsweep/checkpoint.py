@@ -208,7 +208,13 @@ def restore(path: Path, target: Any, expect: dict, rollback: bool = False,
             if s > step and jax.process_index() == 0:
                 shutil.rmtree(Path(path) / str(s), ignore_errors=True)
     mgr = manager(path)
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
+    rows = _saved_rows(path, step)
+    refit = rows is not None and rows != _rows(target)
+    if refit:  # saved on another device count: another padding of the chunk (the real runs come first)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct((rows, *x.shape[1:]), x.dtype,
+                                                               sharding=_replicated(x.sharding)), target)
+    else:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target)
     try:
         out = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                         record=ocp.args.JsonRestore()))
@@ -221,4 +227,51 @@ def restore(path: Path, target: Any, expect: dict, rollback: bool = False,
     for k, v in expect.items():
         if record.get(k) != v:
             raise UserError(f"{path}: checkpoint belongs to another sweep ({k} differs); start over with --fresh")
-    return out["state"], record, int(step)
+    state = _refit_rows(out["state"], target, len(expect.get("run_ids") or ())) if refit else out["state"]
+    return state, record, int(step)
+
+
+def _rows(tree: Any) -> int | None:
+    """The run axis (leading) length of a state pytree."""
+    leaves = jax.tree.leaves(tree)
+    return int(leaves[0].shape[0]) if leaves and leaves[0].ndim else None
+
+
+def _saved_rows(path: Path, step: int) -> int | None:
+    """The run axis length of checkpoint ``step`` (R of the chunk it was saved from), from orbax's
+    metadata; None where it cannot be read (then the target's shapes are used as they are)."""
+    try:
+        md = _ocp().StandardCheckpointer().metadata((Path(path) / str(step) / "state").absolute())
+        tree = getattr(md, "item_metadata", md)
+        shapes = [x.shape for x in jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "shape"))
+                  if hasattr(x, "shape") and len(x.shape)]
+        return int(shapes[0][0]) if shapes else None
+    except Exception:  # noqa: BLE001 - an older orbax: no refit, the restore checks the shapes itself
+        return None
+
+
+def _replicated(sharding):
+    from jax.sharding import NamedSharding, PartitionSpec
+    if isinstance(sharding, NamedSharding):
+        return NamedSharding(sharding.mesh, PartitionSpec())
+    return sharding
+
+
+def _refit_rows(saved: Any, target: Any, n_real: int) -> Any:
+    """``target`` (the new chunk's initial state, its shapes and shardings) with its first rows, the
+    unit's ``n_real`` runs and as many padding rows as both have, taken from ``saved`` (a checkpoint
+    of the same unit at another R: another device count pads the chunk to another multiple). Padding
+    rows are copies that no result reads."""
+    import numpy as np
+
+    from gsweep.train.engine import put_global, to_host
+
+    def fit(s, t):
+        s_host, t_host = np.asarray(to_host(s)), np.array(to_host(t))
+        k = min(len(s_host), len(t_host))
+        if k < n_real:
+            raise UserError(f"checkpoint holds {k} rows for a unit of {n_real} runs; start over with --fresh")
+        t_host[:k] = s_host[:k]
+        return put_global(t_host, t.sharding)
+
+    return jax.tree.map(fit, saved, target)

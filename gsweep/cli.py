@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(fn=_merge)
 
-    p = sub.add_parser("bench", help="throughput of gsweep against the PyTorch peers on one device")
+    p = sub.add_parser("bench", help="throughput of gsweep against the PyTorch peers on this machine "
+                       "(on CPU: every core, one XLA device each)")
     p.add_argument("--device", choices=("cpu", "gpu"), default=None)
     p.add_argument("--models", type=int, nargs="+")
     p.add_argument("--peer", default=None, help="a PyTorch peer script (default: gsweep/bench/torch_peer.py)")
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread
         old_term = None
     try:
+        from gsweep.devices import configure
+        configure()  # one XLA CPU device per usable core (GSWEEP_CPU_DEVICES), before JAX starts
         rc = args.fn(args)
     except (SpecError, UserError) as e:
         print(f"gsweep: error: {_one_line(e)}", file=sys.stderr)

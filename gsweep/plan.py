@@ -16,7 +16,10 @@ them under jit is a compile of its own. The estimate is
 
     compile + chunks of runs x (R / R_probe) x (steps x s_per_step + evaluations x s_per_eval)
 
-and leaves out checkpoint writes, table writing and the first steps' warm-up.
+and leaves out checkpoint writes, table writing and the first steps' warm-up. The devices are those
+``gsweep run`` uses (on CPU one per usable core, :mod:`gsweep.devices`; a ``map`` group on the fewest
+of them that take as few runs each), R/R_probe is then the runs one device trains one after another,
+and the padding rows (chunks are multiples of the devices) are counted and reported.
 
 Runs per chunk: under ``vmap`` sized exactly as ``gsweep run`` sizes them
 (:func:`gsweep.train.memory.size_runs_per_chunk`, compiling the group's chunk program). Under
@@ -66,6 +69,13 @@ class GroupPlan:
     bytes_exact: bool = True  # compiled_bytes from the compiled chunk program (else estimated, see module doc)
     probe_width: int = 0  # training examples per run in the probe (the group's widest training set)
     probe_calls: int = 0
+    devices: int = 1  # devices the group's runs are sharded over (map: the fewest as fast as all)
+
+    @property
+    def padding_rows(self) -> int:
+        """Rows computed for no run: every chunk of runs is padded to runs_per_chunk (a multiple of
+        the devices) with copies."""
+        return math.ceil(self.runs / self.runs_per_chunk) * self.runs_per_chunk - self.runs
 
 
 def format_duration(s: float) -> str:
@@ -221,11 +231,12 @@ def _time_probe(probe, compiled, abstract_states, k: int, steps: int, n_evals: i
 
 def plan_group(group_id: str, runs: Sequence[Run], mesh, probe_steps: int = 1, threshold: float = 0.99,
                limit: tuple[int, str] | None = None) -> GroupPlan:
-    from gsweep.train.engine import GroupProgram, eval_schedule
+    from gsweep.train.engine import GroupProgram, eval_schedule, group_mesh
     from gsweep.train.memory import size_runs_per_chunk
 
     t0 = time.perf_counter()
     rep = runs[0].settings
+    mesh = group_mesh(mesh, len(runs), rep.get("train.batching", "auto"))  # as gsweep run shards the group
     prog = GroupProgram(group_id, runs, runs_per_chunk=mesh.devices.size, mesh=mesh,
                         batching=rep.get("train.batching", "auto"), threshold=threshold)
     n_dev, requested = prog.n_dev, int(rep["train.runs_per_chunk"])
@@ -257,7 +268,7 @@ def plan_group(group_id: str, runs: Sequence[Run], mesh, probe_steps: int = 1, t
     est = compile_s + chunks * (R / r_probe) * (steps * s_step + n_evals * s_eval)
     return GroupPlan(group_id, len(runs), R, prog.batching, sizing.compiled_bytes, len(runs) * steps, n_evals,
                      r_probe, s_step, s_eval, compile_s, est, time.perf_counter() - t0, sizing.meta(),
-                     bytes_exact=exact, probe_width=probe.M, probe_calls=calls)
+                     bytes_exact=exact, probe_width=probe.M, probe_calls=calls, devices=n_dev)
 
 
 def plan_sweep(spec: SweepSpec, probe_steps: int = 1, n_devices: int | None = None,
@@ -281,9 +292,9 @@ def _mib(b: int) -> str:
 
 def render(spec: SweepSpec, plans: Sequence[GroupPlan], device: str, probe_wall_s: float,
            probe_steps: int = 1) -> str:
-    head = ("group", "runs", "runs/chunk", "batching", "compiled/chunk", "model-steps", "s/step (probe)",
-            "compile", "estimate")
-    rows = [(p.group_id, str(p.runs), str(p.runs_per_chunk), p.batching,
+    head = ("group", "runs", "devices", "runs/chunk", "padding", "batching", "compiled/chunk", "model-steps",
+            "s/step (probe)", "compile", "estimate")
+    rows = [(p.group_id, str(p.runs), str(p.devices), str(p.runs_per_chunk), str(p.padding_rows), p.batching,
              ("" if p.bytes_exact else "~") + _mib(p.compiled_bytes), f"{p.model_steps:,}",
              f"{p.s_per_step:.3g} ({p.probe_runs} runs)", format_duration(p.compile_s),
              format_duration(p.estimate_s)) for p in plans]
@@ -295,6 +306,7 @@ def render(spec: SweepSpec, plans: Sequence[GroupPlan], device: str, probe_wall_
     out = [f"gsweep plan: sweep {spec.name!r} on {device}", line(head), *map(line, rows),
            f"total: {sum(p.runs for p in plans)} runs in {len(plans)} group(s), "
            f"{sum(p.model_steps for p in plans):,} model-steps, estimated {format_duration(total)}",
+           padding_line(plans),
            f"memory: each chunk program sized to fit {_mib(budget)} per device ({SHARE:.0%} of {src})"
            + ("; ~: estimated from the arguments' shapes and the probe program's temporaries (under half "
               "the budget: gsweep run takes the whole group)" if any(not p.bytes_exact for p in plans) else "")]
@@ -303,9 +315,19 @@ def render(spec: SweepSpec, plans: Sequence[GroupPlan], device: str, probe_wall_
                    "call on the group's widest training set: a first call with an evaluation, then calls "
                    f"without (about {TIME_BUDGET_S:g} s, at least one) for s/step and, where cheap or it "
                    "matters, with one for s/evaluation; map batching probed at one run on one device and "
-                   "scaled linearly; checkpoint and table writes not counted")
+                   "scaled linearly to the runs of each device (the devices run in parallel); checkpoint and "
+                   "table writes not counted")
     out.append(f"probe took {format_duration(probe_wall_s)}")
     return "\n".join(out)
+
+
+def padding_line(plans: Sequence[GroupPlan]) -> str:
+    """The padding: rows of the chunks that train no run, in all and as a share of the rows."""
+    pad = sum(p.padding_rows for p in plans)
+    rows = sum(p.runs + p.padding_rows for p in plans)
+    return (f"padding: {pad} of {rows} chunk rows train no run ({100 * pad / max(1, rows):.1f}%): a chunk is a "
+            "multiple of its devices, and a map group uses the fewest devices that take as few runs each as "
+            "all of them (fewer padding rows than one device's runs)")
 
 
 def plan_command(args) -> int:
@@ -318,8 +340,13 @@ def plan_command(args) -> int:
     import jax
 
     t0 = time.perf_counter()
+    from gsweep.devices import chosen
+    from gsweep.train.engine import make_mesh
+
     plans = plan_sweep(spec, probe_steps=args.probe_steps)
-    dev = jax.devices()[0]
-    device = f"{len(jax.devices())} x {dev.device_kind} ({jax.default_backend()})"
+    n = make_mesh().devices.size
+    device = f"{n} x {jax.devices()[0].device_kind} ({jax.default_backend()})"
+    if jax.default_backend() == "cpu":
+        device += f", CPU devices: {chosen()[1]}"
     print(render(spec, plans, device, time.perf_counter() - t0, args.probe_steps))
     return 0

@@ -1,5 +1,11 @@
-"""Test setup: 4 fake CPU devices (for the sharded paths) before JAX is imported, a private
-compilation cache, and helpers to make tiny sweeps."""
+"""Test setup: 4 fake CPU devices before JAX is imported, a private compilation cache, and helpers
+to make tiny sweeps.
+
+Devices: the test process's JAX has 4 CPU devices, for the tests about sharding (they name their
+devices: ``n_devices=4``, ``jax.devices()[:2]``); everything else runs on ONE device, as
+GSWEEP_CPU_DEVICES=1 says (the default mesh, and every ``gsweep`` subprocess, which would otherwise
+take one device per core): pytest-xdist's workers then do not oversubscribe the cores. A test about
+device counts sets GSWEEP_CPU_DEVICES in its subprocess's environment."""
 
 import os
 import sys
@@ -9,6 +15,7 @@ from pathlib import Path
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("GSWEEP_CACHE_DIR", os.path.join(tempfile.gettempdir(), "gsweep-test-xla-cache"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["GSWEEP_CPU_DEVICES"] = "1"
 
 import pytest  # noqa: E402
 

@@ -37,6 +37,18 @@ def test_plans_follow_the_issue():
     assert quick.runs == (3,) and quick.precisions == ("tf32",) and quick.recipe.d_model == 32
 
 
+def test_cpu_peers_get_their_best_threads_and_gsweep_every_core():
+    """The loop peer: 1 thread and every core (the faster is the reference); the torch.func
+    ensemble: every core; gsweep: at least one run per core's device."""
+    ns = argparse.Namespace(quick=False, steps=None, models=None, p=None, precision=None)
+    eight = make_plan(ns, "cpu", cores=8)
+    assert eight.threads("loop") == (1, 8) and eight.threads("vmap") == (8,)
+    assert eight.runs == (8,) and eight.vmap_models == 8
+    one = make_plan(ns, "cpu", cores=1)
+    assert one.threads("loop") == (1,) and one.threads("vmap") == (1,) and one.runs == (4,)
+    assert make_plan(ns, "gpu", cores=8).threads("loop") == (None,)
+
+
 def test_a_missing_peer_is_one_clear_error(tmp_path):
     missing = tmp_path / "nope" / "torch_reference.py"
     p = subprocess.run(gsweep_cmd("bench", "--device", "cpu", "--quick", "--peer", missing, "--out", tmp_path / "b"),

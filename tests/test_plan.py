@@ -115,3 +115,15 @@ def test_bad_input_is_one_line_exit_2(args, needle):
     p = subprocess.run(gsweep_cmd("plan", ROOT / "sweeps/ci-tiny.yaml", *args), capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
     assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr
+
+
+def test_plan_shards_as_run_does_and_reports_the_padding():
+    """5 runs on 3 (and on 4) devices: a chunk of 6 rows over 3 devices, one padding row, reported;
+    the estimate counts the 2 runs each device trains one after another."""
+    spec = from_dict(tiny_spec_dict(train={"weight_decay": [0.0, 0.3, 1.0, 2.0, 3.0]}))
+    for n in (3, 4):
+        (p,) = plan_sweep(spec, n_devices=n)
+        assert (p.devices, p.runs_per_chunk, p.padding_rows, p.probe_runs) == (3, 6, 1, 3)
+        assert p.estimate_s >= p.compile_s + 2 * 60 * p.s_per_step
+    text = render(spec, [p], "test device", 1.0)
+    assert "padding: 1 of 6 chunk rows train no run (16.7%)" in text

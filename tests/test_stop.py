@@ -157,7 +157,7 @@ def test_batched_stop_narrows_the_chunk_with_bounded_compiles(tmp_path):
         pd.testing.assert_series_equal(runs[col], full[col], check_names=False)
     assert (runs["status"] == "stopped").sum() >= 4
     # on 4 devices the rows are sharded: the narrowed chunk (width 4, one row per device) agrees too
-    res4 = run_sweep(from_dict(d, "narrow4.yaml"), tmp_path / "narrow4", progress=False)
+    res4 = run_sweep(from_dict(d, "narrow4.yaml"), tmp_path / "narrow4", progress=False, n_devices=4)
     (g4,) = json.loads((tmp_path / "narrow4" / "meta.json").read_text())["groups"].values()
     assert g4["widths"] == [8, 4], g4
     r4 = res4.runs.set_index(SETTINGS).sort_index()

@@ -44,7 +44,7 @@ def ci_tiny(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("vmap")
     # map on one device: it is bitwise the same on 1 and 4 (test_engine), and compiles once, not per device
     return {m: _sweep(load_spec(ROOT / "sweeps/ci-tiny.yaml", [f"train.batching={m}"]), tmp / m,
-                      n_devices=1 if m == "map" else None) for m in ("map", "vmap")}
+                      n_devices=1 if m == "map" else 4) for m in ("map", "vmap")}
 
 
 def test_vmap_curves_equal_map_on_ci_tiny(ci_tiny):
@@ -69,7 +69,7 @@ def test_vmap_traces_once_per_group(ci_tiny):
 
 
 def test_sigkill_then_resume_equals_uninterrupted_vmap(tmp_path):
-    env = {**os.environ}
+    env = {**os.environ, "GSWEEP_CPU_DEVICES": "4"}  # the sharded batched program
     args = ("run", ROOT / "sweeps/ci-tiny.yaml", "--quiet", "--set", "train.batching=vmap")
     full = tmp_path / "full"
     p = subprocess.run(gsweep_cmd(*args, "--out", full), cwd=ROOT, env=env, capture_output=True, text=True,
@@ -105,7 +105,7 @@ def test_two_groups_padding_and_a_diverging_run_on_vmap(tmp_path):
     res = {}
     for m in ("map", "vmap"):
         d["train"]["batching"] = m
-        res[m] = _sweep(from_dict(d), tmp_path / m, n_devices=1 if m == "map" else None)
+        res[m] = _sweep(from_dict(d), tmp_path / m, n_devices=1 if m == "map" else 4)
     rv, cv, mv = res["vmap"]
     rm, cm, _ = res["map"]
     assert len(mv["groups"]) == 2

@@ -1,4 +1,5 @@
-"""``gsweep bench``: gsweep's engine against the PyTorch peers, on one device, in one run.
+"""``gsweep bench``: gsweep's engine against the PyTorch peers, on the same hardware, in one run (on CPU
+gsweep on one XLA device per usable core, the peers at their best thread setting of the same cores).
 
 For each configuration (precision × runs per chunk) it measures, with the same recipe on both sides:
 
@@ -8,7 +9,7 @@ For each configuration (precision × runs per chunk) it measures, with the same 
 - the evaluation overhead (chunks that end with an evaluation against chunks that do not, in one
   compiled program: the evaluation predicate is data, so both kinds run the same executable),
 - the FLOPs and bytes of one model-step (counted analytically, and by XLA's cost analysis),
-- a square matmul at the same precision, for the peak,
+- square matmuls at the same precision, on one device and on every device at once, for the peak,
 - the compiled program's memory (XLA's memory analysis) and the device's high-water mark,
 - gsweep's own PyTorch peer (``gsweep/bench/torch_peer.py``; ``--peer PATH`` for another) as a plain
   training loop and as a torch.func ensemble, run as subprocesses interleaved with gsweep's timings

@@ -42,15 +42,23 @@ class Plan:
     loop_steps: int
     vmap_models: int
     vmap_steps: int
-    torch_threads: tuple[int | None, ...]  # peer thread settings tried on CPU (None: torch's default)
+    torch_threads: tuple[int | None, ...]  # the loop peer's thread settings (None: torch's default)
     matmul_n: int
     matmul_reps: int
     peer_timeout_s: int
     batching: str = "auto"  # train.batching of gsweep's program: auto (map on CPU, vmap elsewhere), map, vmap
+    vmap_threads: tuple[int | None, ...] = (None,)  # the torch.func ensemble's thread settings
+
+    def threads(self, mode: str) -> tuple[int | None, ...]:
+        return self.torch_threads if mode == "loop" else self.vmap_threads
 
 
-def make_plan(args, device: str) -> Plan:
+def make_plan(args, device: str, cores: int = 1) -> Plan:
+    """The bench's plan. ``cores``: the cores gsweep uses on CPU; the PyTorch peers get their best
+    setting of them: the loop the faster of 1 thread and all ``cores`` (torch's OpenMP threads
+    spin-wait, which a loaded machine punishes), the torch.func ensemble all of them."""
     quick = bool(getattr(args, "quick", False))
+    every = max(1, int(cores))
     steps = getattr(args, "steps", None)
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be at least 1, got {steps}")
@@ -65,7 +73,8 @@ def make_plan(args, device: str) -> Plan:
         recipe = Recipe(p=p or 13, d_model=32, heads=2, d_mlp=64)
         plan = Plan(device, True, recipe, precisions or ("highest",), models or (2,), steps or 5, rounds=1,
                     pairs=1, loop_models=1, loop_steps=steps or 5, vmap_models=2, vmap_steps=steps or 3,
-                    torch_threads=(None,), matmul_n=256, matmul_reps=3, peer_timeout_s=300)
+                    torch_threads=(1,), matmul_n=256, matmul_reps=3, peer_timeout_s=300,
+                    vmap_threads=(every,) if device == "cpu" else (None,))
     elif device == "gpu":
         recipe = Recipe(p=p or 113)
         plan = Plan(device, False, recipe, precisions or ("tf32", "highest"), models or (256, 512, 1024),
@@ -75,10 +84,13 @@ def make_plan(args, device: str) -> Plan:
     else:
         recipe = Recipe(p=p or 59)
         # torch's OpenMP threads spin-wait: on a loaded 2-core machine one thread can be several times
-        # faster than the default, so both are run and the faster one is the reference.
-        plan = Plan(device, False, recipe, precisions or ("highest",), models or (4,), steps or 25, rounds=2,
-                    pairs=2, loop_models=1, loop_steps=steps or 30, vmap_models=4, vmap_steps=steps or 20,
-                    torch_threads=(None, 1), matmul_n=1024, matmul_reps=5, peer_timeout_s=900)
+        # faster than all of them, so the loop runs with both and the faster one is the reference; the
+        # ensemble (batched matmuls, big enough to share) runs with every core, as gsweep does.
+        # gsweep: at least 4 runs, and one per device (a multiple of the devices).
+        plan = Plan(device, False, recipe, precisions or ("highest",), models or (max(4, every),), steps or 25,
+                    rounds=2, pairs=2, loop_models=1, loop_steps=steps or 30, vmap_models=max(4, every),
+                    vmap_steps=steps or 20, torch_threads=tuple(dict.fromkeys((1, every))), matmul_n=1024,
+                    matmul_reps=5, peer_timeout_s=900, vmap_threads=(every,))
     batching = getattr(args, "batching", None) or "auto"
     if batching not in ("auto", "map", "vmap"):
         raise UserError(f"--batching must be auto, map or vmap, got {batching!r}")

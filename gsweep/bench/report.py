@@ -36,19 +36,21 @@ def _device_setup(device: str | None):
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # leave GPU memory to the peer too
     import jax
 
+    from gsweep.devices import run_devices
+
     if device == "cpu":
         try:
             jax.config.update("jax_platforms", "cpu")
         except Exception:  # noqa: BLE001 - backends already up: use the CPU devices anyway
             pass
-        return "cpu", jax.devices("cpu")
+        return "cpu", run_devices("cpu", jax.devices("cpu"))  # one per core (GSWEEP_CPU_DEVICES)
     backend = jax.default_backend()
     if backend in ("gpu", "cuda", "rocm"):
         return "gpu", jax.devices()
     if device == "gpu":
         raise UserError(f"--device gpu: JAX sees no GPU (backend {backend!r}); run on a GPU host, or use "
                         "--device cpu (scripts/gpu_bench.sh --quick tries the GPU script on CPU)")
-    return "cpu", jax.devices("cpu")
+    return "cpu", run_devices("cpu", jax.devices("cpu"))
 
 
 def _cores() -> int:
@@ -89,7 +91,7 @@ def _fmt(v) -> str:
 def bench_command(args) -> int:
     peer = resolve_peer(getattr(args, "peer", None))
     device, devices = _device_setup(getattr(args, "device", None))
-    plan = make_plan(args, device)
+    plan = make_plan(args, device, cores=_cores())
     import jax
 
     from gsweep.tasks import get_task
@@ -107,14 +109,17 @@ def bench_command(args) -> int:
 
     load_start = list(os.getloadavg())
     started = _dt.datetime.now(_dt.timezone.utc)
-    print(f"gsweep bench: {device_name}, jax {jax.__version__} ({jax.default_backend()}, {len(devices)} device(s)); "
+    from gsweep.devices import chosen
+    how = f" for gsweep: {chosen()[1]}" if device == "cpu" else ""
+    print(f"gsweep bench: {device_name}, jax {jax.__version__} ({jax.default_backend()}, {len(devices)} device(s)"
+          f"{how}); "
           f"p={rc.p}, {rc.frac:.0%} of pairs, d_model {rc.d_model}, {rc.heads} heads, d_mlp {rc.d_mlp}; "
           f"load {load_start[0]:.2f} {load_start[1]:.2f} {load_start[2]:.2f}", flush=True)
 
     configs: list[dict[str, Any]] = []
     peers_all: list[dict[str, Any]] = []
     for precision in plan.precisions:
-        peak = matmul_peak(plan.matmul_n, plan.matmul_reps, precision, dev0)
+        peak = matmul_peak(plan.matmul_n, plan.matmul_reps, precision, list(devices))
         benches: list[EngineBench] = []
         for R in sorted(set(plan.runs)):
             if any(b.R == -(-R // len(devices)) * len(devices) for b in benches):
@@ -133,7 +138,7 @@ def bench_command(args) -> int:
                 gs_round[b.R] = b.R * b.K * len(tn) / sum(tn)
             round_peer: dict[str, dict] = {}
             for mode in ("loop", "vmap"):
-                for th in plan.torch_threads:
+                for th in plan.threads(mode):
                     res = run_peer(python, peer, mode, plan, precision, th, peer_device)
                     res.update(round=r, precision_requested=precision)
                     peer_runs.setdefault((mode, th), []).append(res)
@@ -145,10 +150,11 @@ def bench_command(args) -> int:
                               "gsweep_model_steps_per_s": {str(k): v for k, v in gs_round.items()},
                               "torch_loop_model_steps_per_s": round_peer["loop"]["model_steps_per_s"],
                               "torch_vmap_model_steps_per_s": round_peer["vmap"]["model_steps_per_s"]})
+            each = "; ".join(f"{m} {'default' if th is None else th} thread(s) {v[r]['model_steps_per_s']:.4g}"
+                             for (m, th), v in peer_runs.items())
             print(f"  [{precision}] round {r + 1}/{plan.rounds}: gsweep "
                   + ", ".join(f"R={k}: {v:.4g}" for k, v in gs_round.items())
-                  + f" model-steps/s; torch loop {round_peer['loop']['model_steps_per_s']:.4g}, "
-                  f"vmap {round_peer['vmap']['model_steps_per_s']:.4g}; load {os.getloadavg()[0]:.2f}", flush=True)
+                  + f" model-steps/s; torch {each}; load {os.getloadavg()[0]:.2f}", flush=True)
         peer_summary = {}
         for mode in ("loop", "vmap"):
             variants = {th: _pooled(v) for (m, th), v in peer_runs.items() if m == mode}
@@ -164,6 +170,7 @@ def bench_command(args) -> int:
             configs.append(_config(b, plan, precision, device_name, peak, counts, peer_summary, per_round))
             b.close()
             _print_config(configs[-1])
+            _print_flops(configs[-1], len(devices))
 
     finished = _dt.datetime.now(_dt.timezone.utc)
     doc = {
@@ -194,9 +201,10 @@ def bench_command(args) -> int:
             "interleaving": (f"{plan.rounds} round(s); each times every configuration's chunks and then runs the "
                              "peers, so both sides see the same machine load"),
             "ratio": ("gsweep model_steps_per_s / the peer's" + (
-                "; the peer runs with torch's default threads and with OMP_NUM_THREADS=1 (OpenMP threads "
-                "spin-wait, which a loaded machine punishes), and the faster is the reference"
-                if len(plan.torch_threads) > 1 else "")),
+                f"; gsweep on {len(devices)} CPU device(s) (one per core unless GSWEEP_CPU_DEVICES says "
+                "otherwise); the PyTorch loop with OMP_NUM_THREADS=1 and with every core (OpenMP threads "
+                "spin-wait, which a loaded machine punishes; the faster is the reference), the torch.func "
+                "ensemble with every core" if device == "cpu" and not plan.quick else "")),
             "compile_s": "wall time of the first chunk (trace + compile + run) minus the median steady chunk",
             "eval_overhead_frac": (f"one compiled program whose chunks alternate without and with one evaluation "
                                    f"of every pool example (the predicate is data): eval_s = median(chunk with "
@@ -315,6 +323,18 @@ def _config(b: EngineBench, plan: Plan, precision: str, device_name: str, peak: 
         "rounds": per_round,
     }
     return cfg
+
+
+def _print_flops(cfg: dict[str, Any], n_dev: int) -> None:
+    """The achieved FLOP/s beside the matmul peak measured in the same run."""
+    ach, peak = cfg["achieved_tflops"], cfg["peak_tflops"]
+    print(f"  [{cfg['precision']}] R={cfg['runs']}: achieved {ach * 1e3:.4g} GFLOP/s "
+          f"({cfg['flops_per_model_step'] / 1e9:.4g} GFLOP per model-step x {cfg['model_steps_per_s']:.4g} "
+          f"model-steps/s) = {100 * ach / peak:.0f}% of the {peak * 1e3:.4g} GFLOP/s matmul peak measured in "
+          f"this run (one device {cfg['peak_tflops_one_device'] * 1e3:.4g}, all {n_dev} at once "
+          f"{cfg['peak_tflops_all_devices'] * 1e3:.4g}); torch loop {cfg['torch_loop_model_steps_per_s']:.4g} "
+          f"model-steps/s ({cfg['torch_loop']['threads']} thread(s)), torch.func ensemble "
+          f"{cfg['torch_vmap_model_steps_per_s']:.4g} ({cfg['torch_vmap']['threads']} thread(s))", flush=True)
 
 
 def _print_config(cfg: dict[str, Any]) -> None:

@@ -44,6 +44,7 @@ from gsweep.train.step import (
 )
 
 METRIC_KEYS = ("loss", "acc", "weight_norm", "train_loss_mean", "train_loss_osc", "fourier_sparsity")
+_POOLS: dict = {}  # devices -> a thread pool that calls the per-device programs in parallel
 TRACE_COUNT: dict[str, int] = {}  # group_id -> times train_chunk was traced (tests guard recompiles)
 
 
@@ -64,8 +65,24 @@ def auto_chunk_steps(steps: int, eval_every: int) -> int:
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    devices = list(devices) if devices is not None else jax.devices()
-    return Mesh(np.array(devices), ("runs",))
+    """A mesh over ``devices``; by default the devices runs are sharded over
+    (:func:`gsweep.devices.run_devices`: every accelerator, or on CPU one device per core)."""
+    if devices is None:
+        from gsweep.devices import run_devices
+        devices = run_devices(jax.default_backend(), jax.devices(), jax.process_count())
+    return Mesh(np.array(list(devices)), ("runs",))
+
+
+def group_mesh(mesh: Mesh, n_runs: int, batching: str = "auto") -> Mesh:
+    """The part of ``mesh`` a ``map`` group of ``n_runs`` runs is sharded over: the fewest devices
+    that take as few runs each as the whole mesh would (:func:`gsweep.devices.devices_used`), so a
+    small group pads fewer than one device's share of runs (the per-device programs make the results
+    the same on any count). ``vmap`` groups and multi-process meshes keep the whole mesh."""
+    from gsweep.devices import devices_used
+    if jax.process_count() > 1 or resolve_batching(batching) != "map":
+        return mesh
+    d = devices_used(n_runs, mesh.devices.size)
+    return mesh if d == mesh.devices.size else Mesh(mesh.devices.flat[:d], ("runs",))
 
 
 def to_host(tree):
@@ -308,12 +325,24 @@ class GroupProgram:
         per_dev = [{s.device: s.data for s in x.addressable_shards} for x in jax.tree.leaves(args)]
         treedef = jax.tree.structure(args)
         devices = self._local_devices()
-        outs = [fn(*jax.tree.unflatten(treedef, [m[d] for m in per_dev])) for d in devices]
+        call = lambda d: fn(*jax.tree.unflatten(treedef, [m[d] for m in per_dev]))  # noqa: E731
+        if len(devices) == 1:
+            outs = [call(devices[0])]
+        else:  # one thread per device: a program is compiled per device (XLA keys it by device), and
+            # these compiles, like the runs, then proceed in parallel, one per core
+            outs = list(self._pool().map(call, devices))
         leaves = [jax.tree.leaves(o) for o in outs]
         glob = [jax.make_array_from_single_device_arrays((leaf.shape[0] * self.n_dev, *leaf.shape[1:]),
                                                          self.run_sh, [lv[j] for lv in leaves])
                 for j, leaf in enumerate(leaves[0])]
         return jax.tree.unflatten(jax.tree.structure(outs[0]), glob)
+
+    def _pool(self):
+        n = len(self._local_devices())
+        if n not in _POOLS:
+            from concurrent.futures import ThreadPoolExecutor
+            _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gsweep-device")
+        return _POOLS[n]
 
     def _local_devices(self) -> list:
         return [d for d in self.mesh.devices.flat if d.process_index == jax.process_index()]
@@ -358,17 +387,18 @@ class GroupProgram:
 
     # -- the compiled program, for sizing ------------------------------------------------------
 
-    def chunk_program(self, R: int):
+    def chunk_program(self, R: int, device=None):
         """(the jitted chunk function of one device's program, its abstract arguments) at R runs per
         chunk (R a multiple of the device count): what ``train_chunk`` compiles, without data.
-        ``vmap``: the SPMD program over the mesh (global shapes); ``map``: the program of one device."""
+        ``vmap``: the SPMD program over the mesh (global shapes); ``map``: the program of one device
+        (``device``, default the first local one)."""
         if R % self.n_dev:
             raise ValueError(f"R = {R} is not a multiple of the {self.n_dev} devices")
         one = self.unit_arrays(self._runs[:1])  # shapes and dtypes of one run's inputs, any model
         spmd = self.batching != "map"
         rows = R if spmd else R // self.n_dev
 
-        local0 = jax.sharding.SingleDeviceSharding(self._local_devices()[0])
+        local0 = jax.sharding.SingleDeviceSharding(device or self._local_devices()[0])
 
         def abstract(x, sharded=True):
             sh = (self.run_sh if sharded else self.rep_sh) if spmd else local0  # as train_chunk calls it
@@ -390,11 +420,23 @@ class GroupProgram:
         memory analysis: arguments + outputs - donated (aliased) + temporaries. This is the trace
         and compile that ``train_chunk`` at R reuses (``TRACE_COUNT`` counts one per R)."""
         fn, args = self.chunk_program(R)
+        others = []
+        if self.batching == "map" and len(self._local_devices()) > 1:
+            # XLA keys a compiled program by its device: compile every device's copy now, in
+            # parallel (one core each), so that the first chunk finds them all compiled
+            others = [self._pool().submit(lambda d: _compile(*self.chunk_program(R, d)), d)
+                      for d in self._local_devices()[1:]]
         m = fn.lower(*args).compile().memory_analysis()
+        for f in others:
+            f.result()
         if m is None:
             raise RuntimeError(f"XLA reports no memory analysis on backend {jax.default_backend()!r}")
         return int(m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
                    + m.temp_size_in_bytes)
+
+
+def _compile(fn, args):
+    return fn.lower(*args).compile()
 
 
 def narrow_width(live: int, R: int, n_dev: int) -> int:

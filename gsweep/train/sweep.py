@@ -158,7 +158,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
     import jax
 
     from gsweep import checkpoint
-    from gsweep.train.engine import TRACE_COUNT, GroupProgram, make_mesh, to_host
+    from gsweep.train.engine import TRACE_COUNT, GroupProgram, group_mesh, make_mesh, to_host
     from gsweep.train.memory import size_runs_per_chunk
 
     is_main = jax.process_index() == 0
@@ -201,6 +201,7 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
             "host": socket.gethostname(), "pid": os.getpid(), "versions": versions(),
             "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
             "device_kind": jax.devices()[0].device_kind, "process_count": jax.process_count(),
+            "run_devices": int(mesh.devices.size), "cpu_devices": cpu_devices_rule(),
             "precision": sorted({r.settings["train.precision"] for r in runs_all}),
             "swept_keys": spec.swept_keys, "n_runs": len(mine), "shard": dataclasses.asdict(shard) if shard else None,
             "mode": mode, "groups": {},
@@ -238,13 +239,16 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                 if not pending_groups[gid]:
                     continue
                 full_group = [r for r in runs_all if r.group_id == gid]  # fixes shapes for any shard/extension
-                prog = GroupProgram(gid, full_group, runs_per_chunk=mesh.devices.size, mesh=mesh,
-                                    batching=grp[0].settings.get("train.batching", "auto"),
+                batching = grp[0].settings.get("train.batching", "auto")
+                gmesh = group_mesh(mesh, len(grp), batching)  # map: the fewest devices as fast as all
+                prog = GroupProgram(gid, full_group, runs_per_chunk=gmesh.devices.size, mesh=gmesh,
+                                    batching=batching,
                                     threshold=float(spec.analysis["threshold"]))
                 sizing = size_runs_per_chunk(prog, len(grp), int(grp[0].settings["train.runs_per_chunk"]))
-                check_fits(gid, sizing, mesh.devices.size)
+                check_fits(gid, sizing, gmesh.devices.size)
                 prog.resize(sizing.runs_per_chunk)
-                meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "chunk_steps": prog.K,
+                meta["groups"][gid] = {"runs": len(grp), "runs_per_chunk": prog.R, "devices": prog.n_dev,
+                                       "chunk_steps": prog.K,
                                        "evals_per_chunk": prog.E, "pool": prog.data.n, "train_width": prog.M,
                                        "splits": list(prog.split_names), "batching": prog.batching,
                                        **sizing.meta()}
@@ -266,11 +270,11 @@ def run_sweep(spec: SweepSpec, out: Path, *, fresh: bool = False, extend: bool =
                     except Exception as e:  # noqa: BLE001 - only device out-of-memory is retried
                         if not is_oom(e):
                             raise
-                        if prog.R <= mesh.devices.size:  # nothing left to halve: the program itself is too big
+                        if prog.R <= prog.n_dev:  # nothing left to halve: the program itself is too big
                             raise UserError(f"group {gid}: does not fit in device memory even with {prog.R} run(s) "
                                             "per chunk; reduce the task size (task.p), the model, or "
                                             "train.batch_size") from None
-                        half = max(mesh.devices.size, prog.R // 2)
+                        half = max(prog.n_dev, prog.R // 2)
                         print(f"\ngsweep: device out of memory with {prog.R} runs per chunk in group {gid}; "
                               f"retrying with {half}", file=sys.stderr)
                         prog.resize(half)
@@ -327,6 +331,12 @@ def check_fits(gid: str, sizing, n_dev: int) -> None:
         raise UserError(f"group {gid}: its compiled program needs {size(smallest)} per device even with "
                         f"one run per device, more than the {size(sizing.limit_bytes)} available "
                         f"({sizing.limit_source}); reduce the task size (task.p), the model, or train.batch_size")
+
+
+def cpu_devices_rule() -> str:
+    """How the host platform's device count was chosen (meta.json)."""
+    from gsweep.devices import chosen
+    return chosen()[1]
 
 
 def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
