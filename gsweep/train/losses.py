@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gsweep.registry import Registry
+
 
 def softmax_ce(logits_NxC, y_N):
     import jax.numpy as jnp
@@ -38,9 +40,13 @@ def stablemax_ce(logits_NxC, y_N):
     return jnp.log(s_NxC.sum(-1)) - jnp.log(s_y_N)
 
 
-LOSSES: dict[str, Callable[[Any, Any], Any]] = {"softmax_ce": softmax_ce, "stablemax_ce": stablemax_ce}
+LOSSES: Registry = Registry("loss")
 
 
 def register(name: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    LOSSES[name] = fn
-    return fn
+    """Add a loss under ``name`` (``train.loss`` accepts every registered name)."""
+    return LOSSES.register(fn, name)
+
+
+register("softmax_ce", softmax_ce)
+register("stablemax_ce", stablemax_ce)

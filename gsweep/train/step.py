@@ -6,10 +6,10 @@ scalars..., the run's key and its data) are arguments, never closed over, so one
 serves every run of a group. Static choices (optimizer, loss, gradient filters) are in
 :class:`StepConfig`.
 
-One step: logits = model(x) * output_scale; loss = the run's loss (gsweep.train.losses);
-g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer (gsweep.train.optimizers)
-turns g into the update, its per-run hyperparameters injected from the run's values (the one fed by
-train.lr times the warm-up ramp).
+One step: logits = model(x, **the model entry's per-run keys) * output_scale; loss = the run's loss
+(gsweep.train.losses); g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer
+(gsweep.train.optimizers) turns g into the update, its per-run hyperparameters injected from the
+run's values at init and its learning rate from its own schedule (warm-up) at every update.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gsweep.models import COMMON_MODEL
 from gsweep.train.gradients import grokfast_ema, grokfast_ma, orthogonal_grad
 from gsweep.train.losses import LOSSES
 from gsweep.train.optimizers import OPTIMIZERS
@@ -78,6 +79,7 @@ class StepConfig:
     orthogonal_grad: bool = False
     grokfast: str = "none"
     grokfast_window: int = 100
+    optimizer_static: tuple = ()  # (train.* key, value) of the static keys the optimizer entry reads
     stop_after: int = 0  # train.stop_when_generalized: 0 off; else steps every split stays >= threshold
     threshold: float = 0.99  # analysis.threshold (read only when stop_after > 0)
 
@@ -90,7 +92,9 @@ class StepConfig:
         emb = get_model(model_cfg["name"]).embedding
         fp = fourier_p if emb else None
         t = train_cfg
-        return cls(batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
+        opt = t.get("optimizer", "adamw")
+        static = tuple((k, t[k]) for k in sorted(set(OPTIMIZERS.lookup(opt).static.values())))
+        return cls(optimizer_static=static, batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
                    embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
                    orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
                    grokfast_window=int(t.get("grokfast_window", 100)),
@@ -99,8 +103,8 @@ class StepConfig:
 
 def optimizer_of(cfg: StepConfig, hyper: Hyper):
     """The run's optax transformation, its hyperparameters from the run's values."""
-    entry = OPTIMIZERS[cfg.optimizer]
-    return entry.transform({k: hyper[f"train.{k}"] for k in entry.hyper.values()})
+    values = {k[6:]: v for k, v in hyper.items() if k.startswith("train.")}
+    return OPTIMIZERS[cfg.optimizer].transform(values, dict(cfg.optimizer_static))
 
 
 def grad_filter(cfg: StepConfig, hyper: Hyper) -> optax.GradientTransformation | None:
@@ -119,7 +123,7 @@ def init_run(model, x_example_BxT, key, hyper: Hyper, cfg: StepConfig | None = N
     """A run's initial state: parameters from its own key, scaled by its init_scale."""
     cfg = cfg or StepConfig(batch_size=0, fourier_p=None)
     init_key = jax.random.fold_in(key, 0)
-    params = model.init(init_key, x_example_BxT)["params"]
+    params = model.init(init_key, x_example_BxT, **model_kwargs(hyper))["params"]
     return state_from_params(params, key, hyper, cfg)
 
 
@@ -149,9 +153,15 @@ def running(cfg: StepConfig, state: RunState) -> jax.Array | bool:
     return state.stopped_at < 0 if cfg.stop_after else True
 
 
+def model_kwargs(hyper: Hyper) -> dict:
+    """The model entry's own per-run keys (every per-run model.* key but the common ones the step
+    applies), passed to its module's ``__call__`` by name."""
+    return {k[6:]: v for k, v in hyper.items() if k.startswith("model.") and k[6:] not in COMMON_MODEL}
+
+
 def logits_of(model, params, hyper: Hyper, x_BxT):
     """The model's logits times the run's output scale alpha."""
-    return model.apply({"params": params}, x_BxT) * hyper["model.output_scale"]
+    return model.apply({"params": params}, x_BxT, **model_kwargs(hyper)) * hyper["model.output_scale"]
 
 
 def cross_entropy_N(logits_NxC, y_N, loss: str = "softmax_ce"):
@@ -180,20 +190,13 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
         return jnp.sum(ce_B * w) / jnp.maximum(jnp.sum(w), 1.0)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    h = state.hyper
-    warm = jnp.where(h["train.warmup"] > 0,
-                     jnp.minimum(1.0, (step + 1).astype(jnp.float32) / jnp.maximum(h["train.warmup"], 1)), 1.0)
-    filt = grad_filter(cfg, h)
+    filt = grad_filter(cfg, state.hyper)
     filter_state = state.filter_state
     if filt is not None:
         grads, filter_state = filt.update(grads, filter_state, state.params)
-    opt = optimizer_of(cfg, h)
-    # the state carries the injected hyperparameters: refresh them from the run's values, with warm-up
-    hp = dict(state.opt_state.hyperparams)
-    for arg, key in OPTIMIZERS[cfg.optimizer].hyper.items():
-        hp[arg] = h[f"train.{key}"] * warm if key == "lr" else h[f"train.{key}"]
-    opt_state = state.opt_state._replace(hyperparams=hp)
-    updates, opt_state = opt.update(grads, opt_state, state.params)
+    # the state carries the run's injected hyperparameters; the optimizer's schedules set its
+    # learning rate from the state's step count
+    updates, opt_state = optimizer_of(cfg, state.hyper).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     ok = jnp.isfinite(loss) & all_finite(params) & (state.diverged_at < 0)
