@@ -55,12 +55,15 @@ class Model:
         return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"]))
 
 
-# Keys every model has; the training step applies them (per run).
+# Keys every model has; the training step applies them.
 COMMON_MODEL: dict[str, Param] = {
     "init_scale": Param(float, 1.0, dynamic=True, check=positive,
                         doc="multiplies every initial weight (Liu et al. 2022's knob)"),
     "output_scale": Param(float, 1.0, dynamic=True, check=positive, new=True,
                           doc="alpha multiplying the logits (Kumar et al. 2024's laziness knob)"),
+    "center_output": Param(bool, False, new=True,
+                           doc="logits = output_scale * (f(x) - f0(x)), f0 the network at initialisation "
+                               "(0 at init; keeps a copy of the initial parameters)"),
 }
 
 ACTIVATION = Param(str, "relu", choices=("relu", "gelu"))

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gsweep.params import Param, in_unit_closed_open
+from gsweep.params import Param, in_unit_closed_open, positive
 from gsweep.registry import TRAIN_KEYS, Registry
 
 
@@ -143,17 +143,35 @@ def muon_dims(params):
     return jax.tree_util.tree_map_with_path(one, params)
 
 
-def _muon(learning_rate, momentum, b1, b2, weight_decay):
-    """optax.contrib.muon: Muon (Nesterov momentum ``momentum``, 5 Newton-Schulz steps) on the
-    matrices of :func:`muon_dims`, AdamW (b1, b2) on the rest; decoupled decay on both."""
+def _muon(learning_rate, adam_learning_rate, momentum, b1, b2, weight_decay, eps, nesterov):
+    """optax.contrib.muon: Muon (momentum ``momentum``, 5 Newton-Schulz steps) on the matrices of
+    :func:`muon_dims`, AdamW (b1, b2, its own learning rate) on the rest; decoupled decay on both.
+    optax passes ``nesterov`` to both parts (with it, the Adam part is NAdamW: Nesterov AdamW) and
+    ``eps`` to both (the Newton-Schulz normaliser and Adam's epsilon)."""
     from optax.contrib import muon
 
-    return muon(learning_rate=learning_rate, beta=momentum, weight_decay=weight_decay, adam_b1=b1, adam_b2=b2,
-                adam_weight_decay=weight_decay, muon_weight_dimension_numbers=muon_dims)
+    return muon(learning_rate=learning_rate, beta=momentum, eps=eps, weight_decay=weight_decay, nesterov=nesterov,
+                adam_b1=b1, adam_b2=b2, adam_weight_decay=weight_decay, adam_learning_rate=adam_learning_rate,
+                muon_weight_dimension_numbers=muon_dims)
+
+
+def _adam_part_warmup(lr, ratio, warmup):
+    """Muon's Adam part: train.lr x train.adam_lr_ratio, warmed up like the Muon part."""
+    return linear_warmup(lr * ratio, warmup)
 
 
 MOMENTUM = Param(float, 0.9, dynamic=True, check=in_unit_closed_open, new=True,
                  doc="momentum of sgd; Muon's beta")
+EPS = Param(float, 1e-8, dynamic=True, check=positive, new=True,
+            doc="epsilon of adamw and adam; of muon's Adam part and its Newton-Schulz normaliser (one eps in optax)")
+MUON = {
+    "momentum": MOMENTUM, "eps": EPS,
+    "adam_lr_ratio": Param(float, 1.0, dynamic=True, check=positive, new=True,
+                           doc="muon: the Adam part's learning rate is train.lr times this"),
+    "muon_nesterov": Param(bool, True, new=True,
+                           doc="muon: Nesterov momentum; optax.contrib.muon passes it to its Adam part too "
+                               "(true: NAdamW, Nesterov AdamW; false: AdamW)"),
+}
 
 
 
@@ -182,15 +200,18 @@ def register(opt: Optimizer) -> Optimizer:
 
 for _o in (
     # optax.adamw itself: its injected state is v0.1's, so old checkpoints restore
-    Optimizer("adamw", "optax:adamw", {"b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
-              {"eps": 1e-8}, doc="AdamW, decoupled decay (the default)"),
-    Optimizer("adam", _adam_l2, {"b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
-              {"eps": 1e-8}, doc="Adam, weight_decay as L2 in the loss"),
+    Optimizer("adamw", "optax:adamw", {"b1": "b1", "b2": "b2", "eps": "eps", "weight_decay": "weight_decay"},
+              params={"eps": EPS}, doc="AdamW, decoupled decay (the default)"),
+    Optimizer("adam", _adam_l2, {"b1": "b1", "b2": "b2", "eps": "eps", "weight_decay": "weight_decay"},
+              params={"eps": EPS}, doc="Adam, weight_decay as L2 in the loss"),
     Optimizer("sgd", _sgd, {"momentum": "momentum", "weight_decay": "weight_decay"},
               params={"momentum": MOMENTUM}, doc="SGD with momentum, weight_decay as L2"),
     Optimizer("lion", _lion, {"b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
               doc="Lion (Chen et al. 2023), decoupled decay"),
-    Optimizer("muon", _muon, {"momentum": "momentum", "b1": "b1", "b2": "b2", "weight_decay": "weight_decay"},
-              params={"momentum": MOMENTUM}, doc="Muon on hidden matrices, AdamW on the rest"),
+    Optimizer("muon", _muon, {"momentum": "momentum", "b1": "b1", "b2": "b2", "eps": "eps",
+                              "weight_decay": "weight_decay"},
+              schedules=(WARMUP, Schedule("adam_learning_rate", ("lr", "adam_lr_ratio", "warmup"), _adam_part_warmup)),
+              static={"nesterov": "muon_nesterov"}, params=MUON,
+              doc="Muon on hidden matrices, (N)AdamW with its own learning rate on the rest"),
 ):
     register(_o)

@@ -6,7 +6,8 @@ scalars..., the run's key and its data) are arguments, never closed over, so one
 serves every run of a group. Static choices (optimizer, loss, gradient filters) are in
 :class:`StepConfig`.
 
-One step: logits = model(x, **the model entry's per-run keys) * output_scale; loss = the run's loss
+One step: logits = output_scale * f(x) with f = model(x, **the model entry's per-run keys)
+(model.center_output: output_scale * (f(x) - f0(x)), f0 the network at initialisation); loss = the run's loss
 (gsweep.train.losses); g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer
 (gsweep.train.optimizers) turns g into the update, its per-run hyperparameters injected from the
 run's values at init and its learning rate from its own schedule (warm-up) at every update.
@@ -24,6 +25,7 @@ import numpy as np
 import optax
 
 from gsweep.models import COMMON_MODEL
+from gsweep.registry import TRAIN_KEYS
 from gsweep.train.gradients import grokfast_ema, grokfast_ma, orthogonal_grad
 from gsweep.train.losses import LOSSES
 from gsweep.train.optimizers import OPTIMIZERS
@@ -64,6 +66,7 @@ class RunState:
     prev2: jax.Array
     stopped_at: Any = ()
     streak_from: Any = ()
+    params0: Any = ()  # model.center_output: the parameters at initialisation; () otherwise (pytree unchanged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +83,8 @@ class StepConfig:
     grokfast: str = "none"
     grokfast_window: int = 100
     optimizer_static: tuple = ()  # (train.* key, value) of the static keys the optimizer entry reads
+    center_output: bool = False  # model.center_output: logits from f - f0
+    alpha_lr_scaling: bool = False  # train.alpha_lr_scaling: the optimizer's lr / output_scale^2
     stop_after: int = 0  # train.stop_when_generalized: 0 off; else steps every split stays >= threshold
     threshold: float = 0.99  # analysis.threshold (read only when stop_after > 0)
 
@@ -93,8 +98,9 @@ class StepConfig:
         fp = fourier_p if emb else None
         t = train_cfg
         opt = t.get("optimizer", "adamw")
-        static = tuple((k, t[k]) for k in sorted(set(OPTIMIZERS.lookup(opt).static.values())))
-        return cls(optimizer_static=static, batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
+        static = tuple((k, t.get(k, TRAIN_KEYS[k].default)) for k in sorted(set(OPTIMIZERS.lookup(opt).static.values())))
+        return cls(optimizer_static=static, center_output=bool(model_cfg.get("center_output", False)),
+                   alpha_lr_scaling=bool(t.get("alpha_lr_scaling", False)), batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
                    embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
                    orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
                    grokfast_window=int(t.get("grokfast_window", 100)),
@@ -104,6 +110,8 @@ class StepConfig:
 def optimizer_of(cfg: StepConfig, hyper: Hyper):
     """The run's optax transformation, its hyperparameters from the run's values."""
     values = {k[6:]: v for k, v in hyper.items() if k.startswith("train.")}
+    if cfg.alpha_lr_scaling:  # Kumar et al.'s lazy regime: the lr rescaled by 1 / alpha^2
+        values["lr"] = values["lr"] / jnp.square(hyper["model.output_scale"])
     return OPTIMIZERS[cfg.optimizer].transform(values, dict(cfg.optimizer_static))
 
 
@@ -138,7 +146,7 @@ def state_from_params(params, key, hyper: Hyper, cfg: StepConfig) -> RunState:
     zi = jnp.zeros((), jnp.int32)
     return RunState(params=params, opt_state=opt_state, filter_state=filt.init(params) if filt else (), key=key,
                     hyper=hyper, diverged_at=jnp.full((), -1, jnp.int32), loss_sum=z, osc_sum=z, n_loss=zi,
-                    n_osc=zi, prev1=z, prev2=z, **stop_fields(cfg))
+                    n_osc=zi, prev1=z, prev2=z, params0=params if cfg.center_output else (), **stop_fields(cfg))
 
 
 def stop_fields(cfg: StepConfig) -> dict:
@@ -159,9 +167,14 @@ def model_kwargs(hyper: Hyper) -> dict:
     return {k[6:]: v for k, v in hyper.items() if k.startswith("model.") and k[6:] not in COMMON_MODEL}
 
 
-def logits_of(model, params, hyper: Hyper, x_BxT):
-    """The model's logits times the run's output scale alpha."""
-    return model.apply({"params": params}, x_BxT, **model_kwargs(hyper)) * hyper["model.output_scale"]
+def logits_of(model, params, hyper: Hyper, x_BxT, params0=()):
+    """The model's logits times the run's output scale alpha; with ``params0`` (model.center_output)
+    the output of the network at initialisation is subtracted first: alpha * (f(x) - f0(x))."""
+    kw = model_kwargs(hyper)
+    out = model.apply({"params": params}, x_BxT, **kw)
+    if jax.tree.leaves(params0):
+        out = out - model.apply({"params": params0}, x_BxT, **kw)
+    return out * hyper["model.output_scale"]
 
 
 def cross_entropy_N(logits_NxC, y_N, loss: str = "softmax_ce"):
@@ -186,7 +199,7 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
     x_BxT, y_B = pool_x_NxT[idx], pool_y_N[idx]
 
     def loss_fn(params):
-        ce_B = cross_entropy_N(logits_of(model, params, state.hyper, x_BxT), y_B, cfg.loss)
+        ce_B = cross_entropy_N(logits_of(model, params, state.hyper, x_BxT, state.params0), y_B, cfg.loss)
         return jnp.sum(ce_B * w) / jnp.maximum(jnp.sum(w), 1.0)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -213,7 +226,7 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
         loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0), n_loss=state.n_loss + ok.astype(jnp.int32),
         osc_sum=state.osc_sum + jnp.where(use_osc, second**2, 0.0), n_osc=state.n_osc + use_osc.astype(jnp.int32),
         prev1=jnp.where(ok, logl, state.prev1), prev2=jnp.where(ok, state.prev1, state.prev2),
-        stopped_at=state.stopped_at, streak_from=state.streak_from)
+        stopped_at=state.stopped_at, streak_from=state.streak_from, params0=state.params0)
 
 
 def fourier_basis(p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -233,7 +246,7 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
 
     Also closes the train-loss accumulators: returns their interval mean and oscillation energy.
     """
-    logits_NxC = logits_of(model, state.params, state.hyper, pool_x_NxT)
+    logits_NxC = logits_of(model, state.params, state.hyper, pool_x_NxT, state.params0)
     ce_N = cross_entropy_N(logits_NxC, pool_y_N, cfg.loss)
     correct_N = (jnp.argmax(logits_NxC, -1) == pool_y_N).astype(jnp.float32)
     m_SxN = masks_SxN.astype(jnp.float32)
