@@ -11,12 +11,11 @@ import pytest
 from gsweep.models import MODELS, Model, build_model, get_model
 from gsweep.models import register as register_model
 from gsweep.params import Param, at_least, in_unit_closed_open, positive
-from gsweep.registry import TRAIN_KEYS, Registry
 from gsweep.schema import TRAIN_SCHEMA
-from gsweep.spec import SpecError, from_dict, param_estimate
+from gsweep.spec import SpecError, from_dict
 from gsweep.tasks import TASKS
 from gsweep.train.losses import LOSSES
-from gsweep.train.optimizers import OPTIMIZERS, WARMUP, Optimizer, linear_warmup
+from gsweep.train.optimizers import OPTIMIZERS, Optimizer
 from gsweep.train.optimizers import register as register_optimizer
 from gsweep.train.units import run_cost
 from tests.conftest import tiny_spec_dict
@@ -64,6 +63,8 @@ def _settings(width: int) -> dict:
 
 
 def test_model_without_transformer_keys_is_sized_by_its_entry(wide):
+    from gsweep.spec import param_estimate
+
     s = _settings(16)
     data = TASKS["modular"].build({k[5:]: v for k, v in s.items() if k.startswith("task.")})
     model = build_model({"name": "wide_test", "width": 16}, data.vocab_size, data.n_classes, data.seq_len, "highest")
@@ -125,10 +126,12 @@ def test_optimizer_key_clash_is_refused_at_register():
         register_optimizer(unread)
     for name in ("heavy_test", "lr_test", "unread_test"):
         assert name not in OPTIMIZERS
-    assert TRAIN_SCHEMA["momentum"].default == 0.9 and "unused_knob" not in TRAIN_KEYS
+    assert TRAIN_SCHEMA["momentum"].default == 0.9 and "unused_knob" not in TRAIN_SCHEMA
 
 
 def test_optimizer_registered_later_joins_the_schema():
+    from gsweep.registry import TRAIN_KEYS
+
     opt = Optimizer("later_test", lambda learning_rate, decay: optax.rmsprop(learning_rate, decay=decay),
                     {"decay": "later_decay"}, params={"later_decay": Param(float, 0.9, dynamic=True, new=True)})
     try:
@@ -143,6 +146,8 @@ def test_optimizer_registered_later_joins_the_schema():
 
 
 def test_one_registry_helper():
+    from gsweep.registry import Registry
+
     for reg in (MODELS, TASKS, OPTIMIZERS, LOSSES):
         assert isinstance(reg, Registry)
     with pytest.raises(KeyError, match="valid models: mlp, transformer"):
@@ -154,8 +159,10 @@ def test_one_registry_helper():
 def test_warmup_is_the_optimizers_schedule():
     """The learning rate in the optimizer state follows lr * min(1, (count + 1) / warmup); the state
     has v0.1's structure (no schedule state of its own)."""
+    from gsweep.train.optimizers import WARMUP, linear_warmup
+
     values = {"lr": jnp.float32(0.1), "warmup": jnp.int32(4), "b1": jnp.float32(0.9), "b2": jnp.float32(0.98),
-              "weight_decay": jnp.float32(0.0)}
+              "weight_decay": jnp.float32(0.0), "eps": jnp.float32(1e-8)}
     tx = OPTIMIZERS["adamw"].transform(values)
     p = {"w": jnp.ones(3)}
     st = tx.init(p)
