@@ -13,7 +13,8 @@ from gsweep.spec import SpecError, from_dict
 from gsweep.train.optimizers import OPTIMIZERS, muon_dims
 from tests.conftest import tiny_spec_dict
 
-V = {"lr": 0.01, "b1": 0.8, "b2": 0.95, "weight_decay": 0.3, "momentum": 0.7, "warmup": 0}
+V = {"lr": 0.01, "b1": 0.8, "b2": 0.95, "weight_decay": 0.3, "momentum": 0.7, "warmup": 0, "eps": 1e-8,
+     "adam_lr_ratio": 1.0}
 
 
 def _params():
@@ -43,7 +44,8 @@ def test_entry_steps_like_optax(name):
     entry = OPTIMIZERS[name]
     values = {k: jnp.asarray(V[k], jnp.int32 if k == "warmup" else jnp.float32)
               for k in entry.reads() - set(entry.static.values())}
-    tx, ref = entry.transform(values), REFERENCE[name]()
+    static = {k: TRAIN_SCHEMA[k].default for k in entry.static.values()}
+    tx, ref = entry.transform(values, static), REFERENCE[name]()
     p1 = p2 = _params()
     s1, s2 = tx.init(p1), ref.init(p2)
     for k in range(3):
