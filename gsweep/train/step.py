@@ -97,10 +97,11 @@ class StepConfig:
         emb = get_model(model_cfg["name"]).embedding
         fp = fourier_p if emb else None
         t = train_cfg
-        opt = t.get("optimizer", "adamw")
-        static = tuple((k, t.get(k, TRAIN_KEYS[k].default)) for k in sorted(set(OPTIMIZERS.lookup(opt).static.values())))
-        return cls(optimizer_static=static, center_output=bool(model_cfg.get("center_output", False)),
-                   alpha_lr_scaling=bool(t.get("alpha_lr_scaling", False)), batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
+        opt_keys = sorted(set(OPTIMIZERS.lookup(t.get("optimizer", "adamw")).static.values()))
+        return cls(optimizer_static=tuple((k, t.get(k, TRAIN_KEYS[k].default)) for k in opt_keys),
+                   center_output=bool(model_cfg.get("center_output", False)),
+                   alpha_lr_scaling=bool(t.get("alpha_lr_scaling", False)),
+                   batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
                    embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
                    orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
                    grokfast_window=int(t.get("grokfast_window", 100)),
