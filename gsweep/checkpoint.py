@@ -13,6 +13,7 @@ the previous checkpoint as the latest.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -207,6 +208,17 @@ def restore(path: Path, target: Any, expect: dict, rollback: bool = False,
         for s in _steps(path):  # later saves reuse these numbers
             if s > step and jax.process_index() == 0:
                 shutil.rmtree(Path(path) / str(s), ignore_errors=True)
+    # A checkpoint written before a per-run key or a state field was added lacks it: the saved
+    # fields are restored, the rest (and the hyperparameters: the runs' settings, which the record
+    # checks) come from ``target``.
+    full = target
+    saved = _saved_tree(Path(path) / str(step)) if dataclasses.is_dataclass(target) else None
+    older = saved is not None and (set(saved) < {f.name for f in dataclasses.fields(target)}
+                                   or set(saved.get("hyper", {})) < set(getattr(target, "hyper", {})))
+    if older:
+        target = {k: getattr(full, k) for k in saved}
+        if "hyper" in target:
+            target["hyper"] = {k: v for k, v in full.hyper.items() if k in saved["hyper"]}
     mgr = manager(path)
     rows = _saved_rows(path, step)
     refit = rows is not None and rows != _rows(target)
@@ -228,6 +240,7 @@ def restore(path: Path, target: Any, expect: dict, rollback: bool = False,
         if record.get(k) != v:
             raise UserError(f"{path}: checkpoint belongs to another sweep ({k} differs); start over with --fresh")
     state = _refit_rows(out["state"], target, len(expect.get("run_ids") or ())) if refit else out["state"]
+    state = full.replace(**{**state, "hyper": full.hyper}) if older else state
     return state, record, int(step)
 
 
@@ -275,3 +288,13 @@ def _refit_rows(saved: Any, target: Any, n_real: int) -> Any:
         return put_global(t_host, t.sharding)
 
     return jax.tree.map(fit, saved, target)
+
+
+def _saved_tree(step_dir: Path) -> dict | None:
+    """The saved state's tree of fields (from orbax's metadata); None when unreadable."""
+    try:
+        md = _ocp().StandardCheckpointHandler().metadata(step_dir / "state")
+        tree = getattr(md, "tree", md)
+        return {k: tree[k] for k in tree}
+    except Exception:  # noqa: BLE001 - no metadata: restore as saved, orbax names any mismatch
+        return None

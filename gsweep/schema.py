@@ -18,13 +18,10 @@ from gsweep.params import (
     in_unit_open_closed,
     positive,
 )
+from gsweep.registry import TRAIN_KEYS
 from gsweep.tasks import TASKS
-from gsweep.train.optimizers import OPTIMIZERS, optimizer_params
-
-
-def _known_optimizer(v: str) -> str | None:
-    return None if v in OPTIMIZERS else f"unknown optimizer; valid: {', '.join(sorted(OPTIMIZERS))}"
-
+from gsweep.train.losses import LOSSES
+from gsweep.train.optimizers import OPTIMIZERS
 
 # Keys every task has.
 COMMON_TASK = {
@@ -35,21 +32,23 @@ COMMON_TASK = {
                        doc="seed of the train/test split; null: the run's seed"),
 }
 
-TRAIN_SCHEMA: dict[str, Param] = {
+_TRAIN: dict[str, Param] = {
     "steps": Param(int, 1000, check=at_least(1), doc="optimiser steps"),
     "eval_every": Param(int, 100, check=at_least(1), doc="steps between evaluations"),
     "early_evals": Param(int, 8, check=at_least(0),
                          doc="extra log-spaced evaluations before the first eval_every"),
     "batch_size": Param(int, 0, check=at_least(0), doc="0: full batch; else per-run shuffled minibatches"),
     "lr": Param(float, 1e-3, dynamic=True, check=positive),
-    "optimizer": Param(str, "adamw", check=_known_optimizer, new=True,
+    "optimizer": Param(str, "adamw", check=OPTIMIZERS.known, new=True,
                        doc="from the registry (gsweep.train.optimizers): " + ", ".join(OPTIMIZERS)),
     "weight_decay": Param(float, 1.0, dynamic=True, check=at_least(0),
                           doc="decoupled decay (adamw, lion, muon); L2 in the loss (adam, sgd)"),
     "b1": Param(float, 0.9, dynamic=True, check=in_unit_closed_open),
     "b2": Param(float, 0.98, dynamic=True, check=in_unit_closed_open),
-    "warmup": Param(int, 0, dynamic=True, check=at_least(0), doc="linear warm-up steps"),
-    "loss": Param(str, "softmax_ce", choices=("softmax_ce", "stablemax_ce"), new=True,
+    "warmup": Param(int, 0, dynamic=True, check=at_least(0), doc="steps of linear learning-rate warm-up (each optimizer's own schedule)"),
+    "alpha_lr_scaling": Param(bool, False, new=True,
+                              doc="the optimizer's learning rate divided by model.output_scale^2 (Kumar et al. 2024)"),
+    "loss": Param(str, "softmax_ce", check=LOSSES.known, new=True,
                   doc="cross-entropy on softmax, or on StableMax (Prieto et al. 2025)"),
     "orthogonal_grad": Param(bool, False, new=True,
                              doc="⊥Grad: drop each gradient's component along its weights, keep its norm"),
@@ -87,8 +86,10 @@ ANALYSIS_SCHEMA: dict[str, Param] = {
     "snapshot_steps": Param(str, "log", sweepable=False, doc="'log' or comma-separated steps"),
 }
 
-
-TRAIN_SCHEMA.update(optimizer_params())
+# The train block: the keys above, then those the optimizer entries declare (an entry registered
+# later adds its keys here when it registers; a clash is refused there).
+TRAIN_KEYS.declare("the schema", _TRAIN, first=True)
+TRAIN_SCHEMA: dict[str, Param] = TRAIN_KEYS
 
 
 def task_schema(name: str) -> dict[str, Param]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import itertools
 import json
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from gsweep.models import get_model
 from gsweep.params import Param
 from gsweep.schema import ANALYSIS_SCHEMA, TRAIN_SCHEMA, model_schema, task_schema
 
@@ -622,11 +624,27 @@ def check_sizes(settings: Mapping[str, Any], source: str) -> None:
         key = f"task.{big[0]}" if big else "task"
         raise SpecError(f"{source}: {key}: the task's pool would hold {n:,} examples; at most "
                         f"{MAX_POOL:,} on this machine")
-    d, h, depth = settings.get("model.d_model", 0), settings.get("model.d_mlp", 0), settings.get("model.depth", 0)
-    params = depth * (4 * d * d + 2 * d * h) + 2 * vocab * d + d * h
+    params = param_estimate(settings)
     if params * 16 > ram // 2:
-        raise SpecError(f"{source}: model: about {params:,} parameters per run (model.d_model={d}, model.d_mlp={h}, "
-                        f"model.depth={depth}) do not fit this machine's {ram >> 30} GiB")
+        name = settings["model.name"]
+        sizes = ", ".join(f"model.{k}={settings[f'model.{k}']}" for k, p in model_schema(name).items()
+                          if p.type is int and f"model.{k}" in settings)
+        raise SpecError(f"{source}: model: about {params:,} parameters per run (model.name={name}"
+                        f"{', ' + sizes if sizes else ''}) do not fit this machine's {ram >> 30} GiB")
+
+
+def param_estimate(settings: Mapping[str, Any]) -> int:
+    """Parameters of one run, from its model entry's ``param_count`` (the task's vocabulary, an
+    upper bound, stands for its classes)."""
+    name = settings["model.name"]
+    cfg = tuple((k, settings.get(f"model.{k}", p.default)) for k, p in model_schema(name).items())
+    _, width, vocab = _pool_estimate({k[5:]: v for k, v in settings.items() if k.startswith("task.")})
+    return _param_count(name, cfg, max(vocab, 2), max(width, 1))
+
+
+@functools.lru_cache(maxsize=1024)
+def _param_count(name: str, cfg: tuple, vocab: int, width: int) -> int:
+    return int(get_model(name).param_count(dict(cfg), vocab, vocab, width))
 
 
 def _check_runs(spec: SweepSpec) -> None:

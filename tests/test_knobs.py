@@ -123,9 +123,21 @@ def test_readme_extending_example_runs(tmp_path):
     section = text.split("## Extending gsweep", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert len(blocks) == 3
-    code = "\n".join(blocks) + "\nassert (result.runs['status'] == 'done').all() and len(result.runs) == 4\n"
+    # the model's per-run key reaches its apply (two temperatures, two curves); the optimizer's own
+    # schedule and per-run keys are recorded
+    check = """
+import pandas as pd
+runs = result.runs
+assert (runs['status'] == 'done').all() and len(runs) == 4
+curves = pd.read_parquet(result.out / 'curves.parquet')
+tr = curves[curves['split'] == 'train'].merge(runs[['run_id', 'model.temp', 'train.rms_decay']], on='run_id')
+one = tr[tr['train.rms_decay'] == 0.9].set_index(['model.temp', 'step'])['loss']
+assert not np.allclose(one.loc[1.0].to_numpy(), one.loc[100.0].to_numpy()), 'model.temp did not reach the model'
+assert (runs['train.lr_half_life'] == 20.0).all()
+"""
+    code = "import numpy as np\n" + "\n".join(blocks) + check
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "rms_decay" in p.stdout
+    assert "rms_decay" in p.stdout and "model.temp" in p.stdout

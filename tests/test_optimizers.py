@@ -13,7 +13,8 @@ from gsweep.spec import SpecError, from_dict
 from gsweep.train.optimizers import OPTIMIZERS, muon_dims
 from tests.conftest import tiny_spec_dict
 
-V = {"lr": 0.01, "b1": 0.8, "b2": 0.95, "weight_decay": 0.3, "momentum": 0.7}
+V = {"lr": 0.01, "b1": 0.8, "b2": 0.95, "weight_decay": 0.3, "momentum": 0.7, "warmup": 0, "eps": 1e-8,
+     "adam_lr_ratio": 1.0}
 
 
 def _params():
@@ -41,8 +42,10 @@ REFERENCE = {
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_entry_steps_like_optax(name):
     entry = OPTIMIZERS[name]
-    values = {k: jnp.asarray(V[k], jnp.float32) for k in entry.hyper.values()}
-    tx, ref = entry.transform(values), REFERENCE[name]()
+    values = {k: jnp.asarray(V[k], jnp.int32 if k == "warmup" else jnp.float32)
+              for k in entry.reads() - set(entry.static.values())}
+    static = {k: TRAIN_SCHEMA[k].default for k in entry.static.values()}
+    tx, ref = entry.transform(values, static), REFERENCE[name]()
     p1 = p2 = _params()
     s1, s2 = tx.init(p1), ref.init(p2)
     for k in range(3):
@@ -62,7 +65,7 @@ def test_muon_orthogonalises_hidden_matrices_only():
 def test_registry_keys_reach_the_schema_and_bad_names_fail():
     assert TRAIN_SCHEMA["momentum"].dynamic and not TRAIN_SCHEMA["optimizer"].dynamic
     for name in OPTIMIZERS:
-        for key in OPTIMIZERS[name].hyper.values():
+        for key in OPTIMIZERS[name].reads() - set(OPTIMIZERS[name].static.values()):
             assert TRAIN_SCHEMA[key].dynamic, key
     with pytest.raises(SpecError, match=r"train\.optimizer.*unknown optimizer"):
         from_dict(tiny_spec_dict(train={"optimizer": "adamw2"}))

@@ -56,6 +56,8 @@ class Modular(Task):
     params = {
         "p": Param(int, 113, check=at_least(2), doc="modulus"),
         "op": Param(str, "add", doc=f"one of {', '.join(OPS)}; 'a|b' mixes operations (adds an op token)"),
+        "nonzero_y": Param(bool, False, new=True,
+                           doc="drop the pairs with y = 0 for every operation (div always drops them)"),
     }
 
     @classmethod
@@ -76,7 +78,7 @@ class Modular(Task):
         xs, ys, ans, opi = [], [], [], []
         for k, o in enumerate(ops):
             x, y = (a.ravel().astype(np.int64) for a in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
-            if o in DIVIDES:
+            if o in DIVIDES or cfg.get("nonzero_y", False):
                 keep = y != 0
                 x, y = x[keep], y[keep]
             xs.append(x)

@@ -6,10 +6,11 @@ scalars..., the run's key and its data) are arguments, never closed over, so one
 serves every run of a group. Static choices (optimizer, loss, gradient filters) are in
 :class:`StepConfig`.
 
-One step: logits = model(x) * output_scale; loss = the run's loss (gsweep.train.losses);
-g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer (gsweep.train.optimizers)
-turns g into the update, its per-run hyperparameters injected from the run's values (the one fed by
-train.lr times the warm-up ramp).
+One step: logits = output_scale * f(x) with f = model(x, **the model entry's per-run keys)
+(model.center_output: output_scale * (f(x) - f0(x)), f0 the network at initialisation); loss = the run's loss
+(gsweep.train.losses); g = grad; g = Grokfast filter (if any); g = ⊥Grad (if on); the optimizer
+(gsweep.train.optimizers) turns g into the update, its per-run hyperparameters injected from the
+run's values at init and its learning rate from its own schedule (warm-up) at every update.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from gsweep.models import COMMON_MODEL
+from gsweep.registry import TRAIN_KEYS
 from gsweep.train.gradients import grokfast_ema, grokfast_ma, orthogonal_grad
 from gsweep.train.losses import LOSSES
 from gsweep.train.optimizers import OPTIMIZERS
@@ -63,6 +66,7 @@ class RunState:
     prev2: jax.Array
     stopped_at: Any = ()
     streak_from: Any = ()
+    params0: Any = ()  # model.center_output: the parameters at initialisation; () otherwise (pytree unchanged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +82,9 @@ class StepConfig:
     orthogonal_grad: bool = False
     grokfast: str = "none"
     grokfast_window: int = 100
+    optimizer_static: tuple = ()  # (train.* key, value) of the static keys the optimizer entry reads
+    center_output: bool = False  # model.center_output: logits from f - f0
+    alpha_lr_scaling: bool = False  # train.alpha_lr_scaling: the optimizer's lr / output_scale^2
     stop_after: int = 0  # train.stop_when_generalized: 0 off; else steps every split stays >= threshold
     threshold: float = 0.99  # analysis.threshold (read only when stop_after > 0)
 
@@ -90,7 +97,11 @@ class StepConfig:
         emb = get_model(model_cfg["name"]).embedding
         fp = fourier_p if emb else None
         t = train_cfg
-        return cls(batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
+        opt_keys = sorted(set(OPTIMIZERS.lookup(t.get("optimizer", "adamw")).static.values()))
+        return cls(optimizer_static=tuple((k, t.get(k, TRAIN_KEYS[k].default)) for k in opt_keys),
+                   center_output=bool(model_cfg.get("center_output", False)),
+                   alpha_lr_scaling=bool(t.get("alpha_lr_scaling", False)),
+                   batch_size=int(t["batch_size"]), fourier_p=fp, top_k=fourier_top_k(fp) if fp else 1,
                    embedding=emb or "", optimizer=t.get("optimizer", "adamw"), loss=t.get("loss", "softmax_ce"),
                    orthogonal_grad=bool(t.get("orthogonal_grad", False)), grokfast=t.get("grokfast", "none"),
                    grokfast_window=int(t.get("grokfast_window", 100)),
@@ -99,8 +110,10 @@ class StepConfig:
 
 def optimizer_of(cfg: StepConfig, hyper: Hyper):
     """The run's optax transformation, its hyperparameters from the run's values."""
-    entry = OPTIMIZERS[cfg.optimizer]
-    return entry.transform({k: hyper[f"train.{k}"] for k in entry.hyper.values()})
+    values = {k[6:]: v for k, v in hyper.items() if k.startswith("train.")}
+    if cfg.alpha_lr_scaling:  # Kumar et al.'s lazy regime: the lr rescaled by 1 / alpha^2
+        values["lr"] = values["lr"] / jnp.square(hyper["model.output_scale"])
+    return OPTIMIZERS[cfg.optimizer].transform(values, dict(cfg.optimizer_static))
 
 
 def grad_filter(cfg: StepConfig, hyper: Hyper) -> optax.GradientTransformation | None:
@@ -119,7 +132,7 @@ def init_run(model, x_example_BxT, key, hyper: Hyper, cfg: StepConfig | None = N
     """A run's initial state: parameters from its own key, scaled by its init_scale."""
     cfg = cfg or StepConfig(batch_size=0, fourier_p=None)
     init_key = jax.random.fold_in(key, 0)
-    params = model.init(init_key, x_example_BxT)["params"]
+    params = model.init(init_key, x_example_BxT, **model_kwargs(hyper))["params"]
     return state_from_params(params, key, hyper, cfg)
 
 
@@ -134,7 +147,7 @@ def state_from_params(params, key, hyper: Hyper, cfg: StepConfig) -> RunState:
     zi = jnp.zeros((), jnp.int32)
     return RunState(params=params, opt_state=opt_state, filter_state=filt.init(params) if filt else (), key=key,
                     hyper=hyper, diverged_at=jnp.full((), -1, jnp.int32), loss_sum=z, osc_sum=z, n_loss=zi,
-                    n_osc=zi, prev1=z, prev2=z, **stop_fields(cfg))
+                    n_osc=zi, prev1=z, prev2=z, params0=params if cfg.center_output else (), **stop_fields(cfg))
 
 
 def stop_fields(cfg: StepConfig) -> dict:
@@ -149,9 +162,20 @@ def running(cfg: StepConfig, state: RunState) -> jax.Array | bool:
     return state.stopped_at < 0 if cfg.stop_after else True
 
 
-def logits_of(model, params, hyper: Hyper, x_BxT):
-    """The model's logits times the run's output scale alpha."""
-    return model.apply({"params": params}, x_BxT) * hyper["model.output_scale"]
+def model_kwargs(hyper: Hyper) -> dict:
+    """The model entry's own per-run keys (every per-run model.* key but the common ones the step
+    applies), passed to its module's ``__call__`` by name."""
+    return {k[6:]: v for k, v in hyper.items() if k.startswith("model.") and k[6:] not in COMMON_MODEL}
+
+
+def logits_of(model, params, hyper: Hyper, x_BxT, params0=()):
+    """The model's logits times the run's output scale alpha; with ``params0`` (model.center_output)
+    the output of the network at initialisation is subtracted first: alpha * (f(x) - f0(x))."""
+    kw = model_kwargs(hyper)
+    out = model.apply({"params": params}, x_BxT, **kw)
+    if jax.tree.leaves(params0):
+        out = out - model.apply({"params": params0}, x_BxT, **kw)
+    return out * hyper["model.output_scale"]
 
 
 def cross_entropy_N(logits_NxC, y_N, loss: str = "softmax_ce"):
@@ -176,24 +200,17 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
     x_BxT, y_B = pool_x_NxT[idx], pool_y_N[idx]
 
     def loss_fn(params):
-        ce_B = cross_entropy_N(logits_of(model, params, state.hyper, x_BxT), y_B, cfg.loss)
+        ce_B = cross_entropy_N(logits_of(model, params, state.hyper, x_BxT, state.params0), y_B, cfg.loss)
         return jnp.sum(ce_B * w) / jnp.maximum(jnp.sum(w), 1.0)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    h = state.hyper
-    warm = jnp.where(h["train.warmup"] > 0,
-                     jnp.minimum(1.0, (step + 1).astype(jnp.float32) / jnp.maximum(h["train.warmup"], 1)), 1.0)
-    filt = grad_filter(cfg, h)
+    filt = grad_filter(cfg, state.hyper)
     filter_state = state.filter_state
     if filt is not None:
         grads, filter_state = filt.update(grads, filter_state, state.params)
-    opt = optimizer_of(cfg, h)
-    # the state carries the injected hyperparameters: refresh them from the run's values, with warm-up
-    hp = dict(state.opt_state.hyperparams)
-    for arg, key in OPTIMIZERS[cfg.optimizer].hyper.items():
-        hp[arg] = h[f"train.{key}"] * warm if key == "lr" else h[f"train.{key}"]
-    opt_state = state.opt_state._replace(hyperparams=hp)
-    updates, opt_state = opt.update(grads, opt_state, state.params)
+    # the state carries the run's injected hyperparameters; the optimizer's schedules set its
+    # learning rate from the state's step count
+    updates, opt_state = optimizer_of(cfg, state.hyper).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
     ok = jnp.isfinite(loss) & all_finite(params) & (state.diverged_at < 0)
@@ -210,7 +227,7 @@ def train_step(model, cfg: StepConfig, state: RunState, step: jax.Array, pool_x_
         loss_sum=state.loss_sum + jnp.where(ok, loss, 0.0), n_loss=state.n_loss + ok.astype(jnp.int32),
         osc_sum=state.osc_sum + jnp.where(use_osc, second**2, 0.0), n_osc=state.n_osc + use_osc.astype(jnp.int32),
         prev1=jnp.where(ok, logl, state.prev1), prev2=jnp.where(ok, state.prev1, state.prev2),
-        stopped_at=state.stopped_at, streak_from=state.streak_from)
+        stopped_at=state.stopped_at, streak_from=state.streak_from, params0=state.params0)
 
 
 def fourier_basis(p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +247,7 @@ def evaluate(model, cfg: StepConfig, state: RunState, pool_x_NxT, pool_y_N, mask
 
     Also closes the train-loss accumulators: returns their interval mean and oscillation energy.
     """
-    logits_NxC = logits_of(model, state.params, state.hyper, pool_x_NxT)
+    logits_NxC = logits_of(model, state.params, state.hyper, pool_x_NxT, state.params0)
     ce_N = cross_entropy_N(logits_NxC, pool_y_N, cfg.loss)
     correct_N = (jnp.argmax(logits_NxC, -1) == pool_y_N).astype(jnp.float32)
     m_SxN = masks_SxN.astype(jnp.float32)

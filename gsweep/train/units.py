@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from gsweep.errors import UserError
-from gsweep.spec import Run
+from gsweep.spec import Run, param_estimate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,10 +68,8 @@ def parse_shard(text: str | None, env: dict | None = None) -> Shard | None:
 
 
 def run_cost(run: Run) -> float:
-    """Relative cost of a run: model-steps times a crude per-step size."""
-    s = run.settings
-    width = s.get("model.d_model", 128) * s.get("model.depth", 1) + s.get("model.d_mlp", 512)
-    return float(s["train.steps"]) * width
+    """Relative cost of a run: steps times its model's parameter count (from the model entry)."""
+    return float(run.settings["train.steps"]) * param_estimate(run.settings)
 
 
 def shard_runs(runs: Sequence[Run], shard: Shard | None) -> list[Run]:
