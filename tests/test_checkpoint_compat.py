@@ -25,14 +25,15 @@ class After:
 
 
 def test_older_checkpoint_restores(tmp_path):
+    # every leaf of a run state leads with the run axis (R = 2 here), as in a real chunk
     rec = {"unit_id": "u1", "group_id": "g1", "run_ids": ["a"]}
-    checkpoint.save(tmp_path / "u1", 1, Before(params={"w": jnp.arange(3.0)}, hyper={"train.lr": jnp.ones(2)}), rec)
-    target = After(params={"w": jnp.zeros(3)}, hyper={"train.lr": jnp.ones(2), "train.eps": jnp.full(2, 1e-8)})
+    checkpoint.save(tmp_path / "u1", 1, Before(params={"w": jnp.arange(6.0).reshape(2, 3)}, hyper={"train.lr": jnp.ones(2)}), rec)
+    target = After(params={"w": jnp.zeros((2, 3))}, hyper={"train.lr": jnp.ones(2), "train.eps": jnp.full(2, 1e-8)})
     state, _, step = checkpoint.restore(tmp_path / "u1", target, rec)
     assert step == 1 and state.params0 == ()
-    np.testing.assert_array_equal(state.params["w"], [0.0, 1.0, 2.0])
+    np.testing.assert_array_equal(state.params["w"], np.arange(6.0).reshape(2, 3))
     assert set(state.hyper) == {"train.lr", "train.eps"}
     # the same layout restores as saved
-    checkpoint.save(tmp_path / "u2", 1, target.replace(params={"w": jnp.ones(3)}), rec)
+    checkpoint.save(tmp_path / "u2", 1, target.replace(params={"w": jnp.ones((2, 3))}), rec)
     same, _, _ = checkpoint.restore(tmp_path / "u2", target, rec)
-    np.testing.assert_array_equal(same.params["w"], np.ones(3))
+    np.testing.assert_array_equal(same.params["w"], np.ones((2, 3)))
