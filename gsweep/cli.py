@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir")
     p.add_argument("--source", default="test")
     p.add_argument("--target")
+    p.add_argument("--where", help="analyze only the runs matching this filter over runs.parquet columns, "
+                   "e.g. \"task.op == 'sub'\" (its files get a -wHASH suffix)")
     p.add_argument("--window", type=float, default=0.1)
     p.add_argument("--threshold", type=float)
     p.set_defaults(fn=_analyze)

@@ -211,3 +211,17 @@ def test_delay_ratio_partialled_on_t_gen():
     c = d["ratio_vs_onset"]
     assert c["coef_log_ratio"] == pytest.approx(0.5, abs=0.05) and c["p"] < 1e-6
     assert d["n_generalised"] == n and d["n_grokking"] + d["n_comprehension"] == n
+
+
+def test_where_restricts_the_runs_and_names_its_files(inside):
+    d, full = inside
+    sub = predict.analyze(d, where="train.weight_decay >= 1.0", n_boot=50, plots=False)
+    assert sub["where"] == "train.weight_decay >= 1.0"
+    assert sub["n_runs"] < full["n_runs"] and sub["n_cells"] == full["n_cells"] // 2
+    assert sub["files"]["analysis"] != full["files"]["analysis"]  # a filtered analysis never overwrites
+    assert (d / sub["files"]["analysis"]).is_file() and (d / full["files"]["analysis"]).is_file()
+    assert "--where" in predict.format_summary(sub)
+    from gsweep.errors import UserError
+
+    with pytest.raises(UserError, match="matches none"):
+        predict.analyze(d, where="train.weight_decay > 100", n_boot=20, plots=False)

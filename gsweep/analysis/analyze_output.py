@@ -124,6 +124,8 @@ def format_summary(out: dict, max_cells: int = 20) -> str:
     ws = out["window_steps"]
     wtxt = f"{ws['min']}" if ws["min"] == ws["max"] else f"{ws['min']}-{ws['max']}"
     L.append(f"gsweep analyze {out['results_dir']}: does generalising on {src!r} predict reaching {tgt!r}?")
+    if out.get("where"):
+        L.append(f"  only the runs matching --where {out['where']!r}")
     L.append(f"  {out['n_runs']} runs in {out['n_cells']} cell(s)"
              f" (cells: {', '.join(out['cell_keys']) or 'none swept'}; seeds grouped)"
              + (f", {out['n_diverged_left_out']} diverged left out" if out["n_diverged_left_out"] else "")

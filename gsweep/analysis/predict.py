@@ -139,8 +139,10 @@ def choose_splits(splits: Sequence[str], source: str, target: str | None, where:
 
 def analyze(results_dir: str | Path, source: str = GEN, target: str | None = None, window: float = 0.1,
             threshold: float | None = None, fpr: float = FPR, n_folds: int = N_FOLDS, n_boot: int = N_BOOT,
-            seed: int = 0, write: bool = True, plots: bool = True) -> dict[str, Any]:
-    """Run the whole analysis on a results dir; returns the analysis.json content (also written)."""
+            seed: int = 0, write: bool = True, plots: bool = True, where: str | None = None) -> dict[str, Any]:
+    """Run the whole analysis on a results dir; returns the analysis.json content (also written).
+    ``where`` (a ``--where`` filter over runs.parquet's columns) restricts it to the matching runs; its
+    files then carry a short hash of the filter in their names."""
     if not (isinstance(window, (int, float)) and 0 < window < 1):
         raise UserError(f"--window {window!r}: a fraction of the step budget, strictly between 0 and 1")
     res = load_results(results_dir, threshold=threshold)  # relabelled when the threshold differs
@@ -154,6 +156,13 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
         relabel(res)
     spec, meta, curves = res.spec, res.meta, res.curves
     runs = res.runs.reset_index(drop=True)
+    if where:
+        from gsweep import filters
+
+        runs = filters.select(runs, where, "--where").reset_index(drop=True)
+        if runs.empty:
+            raise UserError(f"--where {where!r}: matches none of the {len(res.runs)} runs")
+        curves = curves[curves["run_id"].isin(runs["run_id"])].reset_index(drop=True)
     if "status" not in runs:
         runs["status"] = "done"
     diverged = runs["status"].astype(str).eq("diverged").to_numpy()
@@ -292,17 +301,24 @@ def analyze(results_dir: str | Path, source: str = GEN, target: str | None = Non
     out["comparisons"] = within.collect_pvalues(out)
     out["n_comparisons"] = len(out["comparisons"])
     out["correction"] = "Holm (statsmodels multipletests) over every p-value listed under comparisons"
-    out["files"] = output_names(source, target, thr)
+    if where:
+        out["where"] = where
+    out["files"] = output_names(source, target, thr, where)
     if write:
         paths = write_outputs(d, out, frame, rocs, plots)
         out["written"] = paths
     return out
 
 
-def output_names(source: str, target: str, threshold: float) -> dict[str, str]:
+def output_names(source: str, target: str, threshold: float, where: str | None = None) -> dict[str, str]:
     """The files of one analysis, named by source, target and threshold (so no analysis overwrites
-    another): analysis-SRC-TGT-tTHR.json, predictors-....parquet, plots/analyze-roc-....png, ..."""
+    another): analysis-SRC-TGT-tTHR.json, predictors-....parquet, plots/analyze-roc-....png, ...; with a
+    ``--where`` filter, -wHASH (the first 8 hex digits of the filter's SHA-256) is appended."""
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{source}-{target}-t{threshold:g}")
+    if where:
+        import hashlib
+
+        stem += "-w" + hashlib.sha256(where.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return {"analysis": f"analysis-{stem}.json", "predictors": f"predictors-{stem}.parquet",
             "roc": f"plots/analyze-roc-{stem}.png", "onset": f"plots/analyze-onset-{stem}.png"}
 
@@ -331,6 +347,6 @@ def analyze_command(args) -> int:
     window = getattr(args, "window", None)
     out = analyze(args.results_dir, source=getattr(args, "source", None) or GEN,
                   target=getattr(args, "target", None), window=0.1 if window is None else window,
-                  threshold=getattr(args, "threshold", None))
+                  threshold=getattr(args, "threshold", None), where=getattr(args, "where", None))
     print(format_summary(out))
     return 0
