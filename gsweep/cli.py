@@ -27,8 +27,10 @@ def init_distributed(args) -> None:
 
 def run_command(args) -> int:
     from gsweep.spec import load_spec
+    from gsweep.train.environment import check_backend
     from gsweep.train.resultsdir import check_out_path
-    from gsweep.train.sweep import Interrupted, check_backend, ignore_signals, run_sweep
+    from gsweep.train.signals import Interrupted, ignore_signals
+    from gsweep.train.sweep import run_sweep
     from gsweep.train.units import parse_shard
 
     spec = load_spec(args.sweep, args.set, allow_large=getattr(args, "allow_large", False))  # every spec error first
@@ -324,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as e:
-        from gsweep.train.sweep import ignore_signals
+        from gsweep.train.signals import ignore_signals
         ignore_signals()  # a further signal must not interrupt the exit handlers (JAX's) with a traceback
         print("gsweep: interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130

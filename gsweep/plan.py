@@ -277,7 +277,7 @@ def plan_sweep(spec: SweepSpec, probe_steps: int = 1, n_devices: int | None = No
     import jax
 
     from gsweep.train.engine import make_mesh
-    from gsweep.train.sweep import enable_compilation_cache
+    from gsweep.train.environment import enable_compilation_cache
     from gsweep.train.units import group_runs
 
     enable_compilation_cache()

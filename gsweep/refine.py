@@ -257,7 +257,7 @@ def refine(out: str | Path, x: str | None = None, y: str | None = None, rounds: 
            max_runs: int | None = None, metric: str | None = None, level: float | None = None,
            plan: str | Path | None = None, progress: bool = True, command: str = "") -> dict:
     """Refine ``out`` until it holds ``rounds`` rounds; returns {rounds, added_points, added_runs, runs}.
-    An interrupt (SIGINT/SIGTERM) raises :class:`gsweep.train.sweep.Interrupted` after checkpointing."""
+    An interrupt (SIGINT/SIGTERM) raises :class:`gsweep.train.signals.Interrupted` after checkpointing."""
     from gsweep.results import swept_keys
     from gsweep.spec import from_dict
 
@@ -309,7 +309,7 @@ def _train(spec, out: Path, progress: bool, command: str) -> None:
 
 
 def refine_command(args) -> int:
-    from gsweep.train.sweep import Interrupted
+    from gsweep.train.signals import Interrupted
 
     cmd = "gsweep " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else ""
     try:

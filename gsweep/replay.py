@@ -89,7 +89,7 @@ def replay(results_dir: str | Path, run_id: str, steps: Sequence[int], rtol: flo
     import jax
 
     from gsweep.train.engine import GroupProgram, make_mesh, to_host
-    from gsweep.train.sweep import enable_compilation_cache
+    from gsweep.train.environment import enable_compilation_cache
     from gsweep.train.tables import curve_rows
 
     results_dir = Path(results_dir)

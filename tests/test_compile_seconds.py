@@ -1,6 +1,6 @@
 """compile_s in meta.json: the sizing compiles plus the first chunk call's excess over a steady one."""
 
-from gsweep.train.sweep import compile_seconds
+from gsweep.train.memory import compile_seconds
 
 
 def test_compile_seconds_subtracts_a_steady_chunk():

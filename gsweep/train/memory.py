@@ -11,7 +11,9 @@ that the engine can compile is sized the same way.
 
 The memory limit: ``GSWEEP_MEMORY_BUDGET`` (bytes, or with a K/M/G/T suffix) when set; else the
 device's ``bytes_limit`` (GPU, TPU); else, on CPU, half the host's RAM shared by the local devices.
-A device that still runs out of memory is handled by the caller (``run_sweep`` halves R and retries).
+A device that still runs out of memory is handled by the caller (``run_sweep`` halves R and retries;
+:func:`is_oom` tells such an error). A group that does not fit even at one run per device is refused
+before it runs (:func:`check_fits`). :func:`compile_seconds` is a group's compile time for meta.json.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
+
+import numpy as np
 
 SHARE = 0.85  # of the memory limit: room for XLA's workspace, the pool and host transfers
 MAX_RUNS_PER_CHUNK = 4096
@@ -125,3 +130,35 @@ def size_runs_per_chunk(prog, n_runs: int, requested: int = 0, limit: tuple[int,
         r = max(1, min(r - 1, int(r * budget / b)))
     return Sizing(r * n_dev, b, estimated, per_run, fixed, budget, limit_bytes, source, probes,
                   time.perf_counter() - t0)
+
+
+def check_fits(gid: str, sizing, n_dev: int) -> None:
+    """A group whose program, by its own memory analysis, needs more than the device holds even at one
+    run per device is refused before it runs (a one-line error, not an allocation failure)."""
+    smallest = sizing.probes.get(n_dev, sizing.compiled_bytes if sizing.runs_per_chunk <= n_dev else None)
+    if smallest is not None and smallest > sizing.limit_bytes:
+        def size(b: int) -> str:
+            return f"{b / 2**30:,.1f} GiB" if b >= 2**30 else f"{b / 2**20:,.3g} MiB"
+        from gsweep.errors import UserError
+        raise UserError(f"group {gid}: its compiled program needs {size(smallest)} per device even with "
+                        f"one run per device, more than the {size(sizing.limit_bytes)} available "
+                        f"({sizing.limit_source}); reduce the task size (task.p), the model, or train.batch_size")
+
+
+def compile_seconds(chunk_times: Sequence[float], sizing_s: float) -> dict:
+    """A group's compile time: the sizing compiles plus the first chunk call's excess over a steady
+    one (the median of the later calls; the first call alone when there is only one)."""
+    steady = float(np.median(chunk_times[1:])) if len(chunk_times) > 1 else 0.0
+    return {"compile_s": round(sizing_s + max(0.0, chunk_times[0] - steady), 2),
+            "first_chunk_s": round(chunk_times[0], 2), "steady_chunk_s": round(steady, 2)}
+
+
+class DeviceOOM(RuntimeError):
+    pass
+
+
+def is_oom(e: BaseException) -> bool:
+    """A device out-of-memory error from XLA (or the test hook's stand-in)."""
+    text = f"{type(e).__name__}: {e}"
+    return isinstance(e, DeviceOOM) or "RESOURCE_EXHAUSTED" in text or "Out of memory" in text \
+        or "out of memory" in text

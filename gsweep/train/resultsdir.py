@@ -253,6 +253,16 @@ def clear_stale_temps(out: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+def remove_stale_units(out: Path) -> None:
+    """Once every run is finished: part files and checkpoints of units that never finished (superseded
+    by --extend or another train.runs_per_chunk) are gsweep's own leftovers; remove them. Only entries
+    gsweep verifiably made are removed (:func:`remove_owned`): ``checkpoints/`` or ``parts/`` may be
+    links to a scratch disk holding other files, and those stay."""
+    done = {f.stem for f in (out / UNITS).glob("*.json")} if (out / UNITS).exists() else set()
+    for folder in (PARTS, CKPT):
+        remove_owned(out / folder, keep_units=done)
+
+
 def merged_meta(old: dict, new: dict) -> dict:
     """meta.json of this session on top of the earlier ones: the first start time, every group's record
     and the history of every session (start, end, mode, command, host, status) are kept."""
