@@ -183,7 +183,8 @@ def run(spec: str | Path | Mapping, out: str | Path | None = None,
     from gsweep.devices import configure
 
     configure()  # one XLA CPU device per usable core (GSWEEP_CPU_DEVICES), before JAX starts
-    from gsweep.spec import apply_overrides, from_dict, load_spec
+    from gsweep.spec import from_dict, load_spec
+    from gsweep.spec.sweepfile import apply_overrides
     from gsweep.train.sweep import run_sweep
 
     sets = _override_strings(overrides)

@@ -82,7 +82,9 @@ def follow_ups(out: Path, phase_diagram: bool = False, report: bool = False) -> 
 
 
 def _validate(a):
-    from gsweep.spec import GRID_ASK, grid_size, load_spec
+    from gsweep.spec import load_spec
+    from gsweep.spec.guards import GRID_ASK
+    from gsweep.spec.validate import grid_size
     spec = load_spec(a.sweep, a.set, allow_large=a.allow_large)
     n = grid_size([spec.task, spec.model, spec.train], len(spec.seeds))
     if n > GRID_ASK:  # state the size without materialising every run
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     from gsweep.errors import UserError
-    from gsweep.spec import SpecError
+    from gsweep.spec.sweepfile import SpecError
 
     args = build_parser().parse_args(argv)
     import signal

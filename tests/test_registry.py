@@ -63,7 +63,7 @@ def _settings(width: int) -> dict:
 
 
 def test_model_without_transformer_keys_is_sized_by_its_entry(wide):
-    from gsweep.spec import param_estimate
+    from gsweep.spec.guards import param_estimate
 
     s = _settings(16)
     data = TASKS["modular"].build({k[5:]: v for k, v in s.items() if k.startswith("task.")})

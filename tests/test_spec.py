@@ -1,7 +1,9 @@
 import pytest
 import yaml
 
-from gsweep.spec import SpecError, apply_overrides, expand_values, from_dict, load_spec, run_id_of
+from gsweep.spec import SpecError, from_dict, load_spec
+from gsweep.spec.identity import run_id_of
+from gsweep.spec.sweepfile import apply_overrides, expand_values
 from tests.conftest import tiny_spec_dict
 
 

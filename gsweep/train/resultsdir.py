@@ -16,7 +16,8 @@ from pathlib import Path
 
 from gsweep import store
 from gsweep.errors import UserError
-from gsweep.spec import SpecError, SweepSpec, from_dict
+from gsweep.spec import SweepSpec, from_dict
+from gsweep.spec.sweepfile import SpecError
 from gsweep.train.units import Shard
 
 PARTS, UNITS, CKPT, LOCK = "parts", "units", "checkpoints", ".lock"

@@ -13,7 +13,8 @@ import pandas as pd
 from gsweep import store
 from gsweep.errors import UserError
 from gsweep.metrics.labels import compute_labels
-from gsweep.spec import ENGINE_ONLY, Run, SweepSpec
+from gsweep.spec import Run, SweepSpec
+from gsweep.spec.identity import ENGINE_ONLY
 from gsweep.train.resultsdir import PARTS, UNITS
 from gsweep.train.units import Unit
 

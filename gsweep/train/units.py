@@ -11,7 +11,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from gsweep.errors import UserError
-from gsweep.spec import Run, param_estimate
+from gsweep.spec import Run
+from gsweep.spec.guards import param_estimate
 
 
 @dataclasses.dataclass(frozen=True)
