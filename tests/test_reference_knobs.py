@@ -70,13 +70,18 @@ def test_eps_reaches_the_update(name):
            "muon": lambda: muon(lr, beta=float(h["train.momentum"]), eps=1e-3, weight_decay=wd, adam_b1=b1,
                                 adam_b2=b2, adam_weight_decay=wd, muon_weight_dimension_numbers=muon_dims)}[name]()
     st = init_run(model, x[:1], jax.random.PRNGKey(3), h, cfg)
-    p, s = st.params, ref.init(st.params)
-    for _ in range(2):
+    _assert_matches_reference(big.params, ref, model, st.params, x, y)
+
+
+def _assert_matches_reference(got_params, ref, model, params0, x, y, n=2):
+    """``got_params`` equal ``n`` full-batch steps of the optax transformation ``ref`` from ``params0``."""
+    p, s = params0, ref.init(params0)
+    for _ in range(n):
         g = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(
             model.apply({"params": q}, x), y).mean())(p)
         u, s = ref.update(g, s, p)
         p = optax.apply_updates(p, u)
-    for a, b in zip(jax.tree.leaves(big.params), jax.tree.leaves(p), strict=True):
+    for a, b in zip(jax.tree.leaves(got_params), jax.tree.leaves(p), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
 
 
@@ -107,14 +112,7 @@ def test_muon_two_learning_rates_reach_their_groups():
     lr, b1, b2, wd = (float(h[f"train.{k}"]) for k in ("lr", "b1", "b2", "weight_decay"))
     ref = muon(lr, beta=float(h["train.momentum"]), weight_decay=wd, adam_b1=b1, adam_b2=b2, adam_weight_decay=wd,
                adam_learning_rate=lr * 0.1, muon_weight_dimension_numbers=muon_dims)
-    p, s = st0.params, ref.init(st0.params)
-    for _ in range(2):
-        g = jax.grad(lambda q: optax.softmax_cross_entropy_with_integer_labels(
-            model.apply({"params": q}, x), y).mean())(p)
-        u, s = ref.update(g, s, p)
-        p = optax.apply_updates(p, u)
-    for a, b in zip(jax.tree.leaves(two.params), jax.tree.leaves(p), strict=True):
-        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6)
+    _assert_matches_reference(two.params, ref, model, st0.params, x, y)
     # muon_nesterov: false changes the update
     plain = _steps(model, StepConfig(batch_size=0, fourier_p=None, optimizer="muon",
                                      optimizer_static=(("muon_nesterov", False),)), h, x, y, n=2)
