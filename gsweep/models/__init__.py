@@ -58,7 +58,7 @@ class Model:
 # Keys every model has; the training step applies them.
 COMMON_MODEL: dict[str, Param] = {
     "init_scale": Param(float, 1.0, dynamic=True, check=positive,
-                        doc="multiplies every initial weight (Liu et al. 2022's knob)"),
+                        doc="multiplies every initial weight (the knob of Omnigrok, Liu, Michaud & Tegmark 2022)"),
     "output_scale": Param(float, 1.0, dynamic=True, check=positive, new=True,
                           doc="alpha multiplying the logits (Kumar et al. 2024's laziness knob)"),
     "center_output": Param(bool, False, new=True,
