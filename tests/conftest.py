@@ -17,7 +17,13 @@ os.environ.setdefault("GSWEEP_CACHE_DIR", os.path.join(tempfile.gettempdir(), "g
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["GSWEEP_CPU_DEVICES"] = "1"
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
+
+# Start JAX's CPU backend now, with the 4 devices asked for above: an in-process gsweep.devices.configure()
+# (cli.main, gsweep.run, tests of the rule) must not shrink this worker's JAX to 1 device before a
+# sharding test runs (it only rewrites XLA_FLAGS for subprocesses once the backend is up).
+assert len(jax.devices()) == 4 or "--xla_force_host_platform_device_count=4" not in os.environ["XLA_FLAGS"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
