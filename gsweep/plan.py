@@ -263,7 +263,16 @@ def plan_group(group_id: str, runs: Sequence[Run], mesh, probe_steps: int = 1, t
         else:
             sizing, exact = _map_sizing(prog, len(runs), requested, probe, r_probe, args, mem, limit)
     R = sizing.runs_per_chunk
-    s_step, s_eval, calls = _time_probe(probe, compiled, args[0], k, steps, n_evals)
+    try:
+        s_step, s_eval, calls = _time_probe(probe, compiled, args[0], k, steps, n_evals)
+    except Exception as e:  # noqa: BLE001 - only a device out-of-memory is turned into a one-line error
+        from gsweep.errors import UserError
+        from gsweep.train.memory import is_oom
+        if not is_oom(e):
+            raise
+        raise UserError(f"group {group_id}: even one run per device does not fit in this device's memory "
+                        f"({str(e).splitlines()[0][:160]}); plan it on the accelerator it is meant for, or "
+                        "reduce the task size, the model or train.batch_size") from None
     chunks = math.ceil(len(runs) / R)
     est = compile_s + chunks * (R / r_probe) * (steps * s_step + n_evals * s_eval)
     return GroupPlan(group_id, len(runs), R, prog.batching, sizing.compiled_bytes, len(runs) * steps, n_evals,

@@ -127,3 +127,27 @@ def test_plan_shards_as_run_does_and_reports_the_padding():
         assert p.estimate_s >= p.compile_s + 2 * 60 * p.s_per_step
     text = render(spec, [p], "test device", 1.0)
     assert "padding: 1 of 6 chunk rows train no run (16.7%)" in text
+
+
+def test_a_probe_out_of_device_memory_is_a_one_line_error(monkeypatch):
+    """A group whose probe cannot allocate (an accelerator-sized sweep planned on a small host) is a
+    UserError naming the group, not an XLA traceback; any other error still propagates."""
+    from gsweep import plan
+    from gsweep.errors import UserError
+    from gsweep.train.memory import DeviceOOM
+
+    spec = from_dict(tiny_spec_dict())
+
+    def oom(*a, **k):
+        raise DeviceOOM("RESOURCE_EXHAUSTED: Out of memory allocating 63815013312 bytes.")
+
+    monkeypatch.setattr(plan, "_time_probe", oom)
+    with pytest.raises(UserError, match=r"group g\w+: even one run per device does not fit"):
+        plan_sweep(spec, n_devices=1)
+
+    def other(*a, **k):
+        raise ValueError("not a memory error")
+
+    monkeypatch.setattr(plan, "_time_probe", other)
+    with pytest.raises(ValueError, match="not a memory error"):
+        plan_sweep(spec, n_devices=1)
