@@ -29,6 +29,13 @@ CURVE_KEY = ["run_id", "step", "split"]
 MAX_RECORD_BYTES = 256 << 20  # meta.json, spec.yaml, unit and checksum records: far below any real one
 
 
+def is_own_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file that is not a symbolic link (the test :func:`own_file` makes,
+    for callers that skip such a file instead of refusing it)."""
+    path = Path(path)
+    return not path.is_symlink() and path.is_file()
+
+
 def own_file(path: Path, limit: int | None = None) -> Path:
     """``path`` as a file gsweep may read as its own: not a symbolic link (gsweep never reads or
     deletes through a link it did not make), a regular file (not a device or a pipe), and at most

@@ -9,7 +9,6 @@ import base64
 import datetime as dt
 import html
 import io
-import json
 import math
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gsweep import store
 from gsweep.results import Results, is_diverged
 
 MISSING = 65535  # the uint16 code of "not evaluated"
@@ -120,7 +120,7 @@ def figures(res: Results) -> list[dict[str, str]]:
     pdir = res.path / "plots"
     for kind, pattern in FIGURE_GLOBS:
         for p in sorted(pdir.glob(pattern)) if pdir.is_dir() else []:
-            if p.is_symlink() or not p.is_file():  # never read through a link gsweep did not make
+            if not store.is_own_file(p):  # never read through a link gsweep did not make
                 print(f"gsweep: report: {p} is a link or not a file; left out of the page", file=sys.stderr)
                 continue
             out.append({"kind": kind, "title": p.stem, "src": png_data_uri(p)})
@@ -139,7 +139,7 @@ def provenance(res: Results) -> dict[str, Any]:
     t0, t1 = _parse_time(m.get("started")), _parse_time(m.get("finished"))
     wall = (t1 - t0).total_seconds() if t0 and t1 else None
     sp = res.path / "spec.yaml"
-    spec_text = sp.read_text() if sp.is_file() and not sp.is_symlink() else ""
+    spec_text = sp.read_text() if store.is_own_file(sp) else ""
     return {
         "status": res.status, "started": m.get("started"), "finished": m.get("finished"), "wall_s": wall,
         "command": m.get("command"), "host": m.get("host"), "backend": m.get("backend"),
@@ -194,7 +194,7 @@ def sensitivity_html(res: Results) -> str:
 
 def analysis_files(res: Results) -> list[Path]:
     """Every analysis in the results dir: analysis.json (older gsweep) and analysis-*.json, oldest first."""
-    files = [p for p in res.path.glob("analysis*.json") if p.is_file() and not p.is_symlink()]  # never through a link
+    files = [p for p in res.path.glob("analysis*.json") if store.is_own_file(p)]  # never through a link
     return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
 
 
@@ -208,7 +208,7 @@ def analysis_text(res: Results) -> str | None:
              + ", ".join(p.name for p in files)]
     for p in files:
         try:
-            parts.append(f"==== {p.name}\n" + format_summary(json.loads(p.read_text())))
+            parts.append(f"==== {p.name}\n" + format_summary(store.read_json(p)))  # checked and size-bounded
         except Exception as e:  # noqa: BLE001 - an analysis file from another version: show what is wrong
             parts.append(f"==== {p.name} could not be read ({type(e).__name__}: {e})")
     return "\n\n".join(parts)

@@ -80,7 +80,7 @@ def write_report(res: Results, out: str | Path | None = None) -> Path:
     check_not_a_record(path, "--out")
     if path.parent.is_dir():  # temporaries of a report a kill interrupted (its own name only)
         for t in path.parent.glob(f".{path.name}.*.tmp"):
-            if t.is_file() and not t.is_symlink():
+            if store.is_own_file(t):
                 t.unlink(missing_ok=True)
     store.write_text(path, render(res))
     path.chmod(0o644)  # a page to share
