@@ -136,3 +136,46 @@ def test_quick_bench_prints_and_writes_every_key(tmp_path):
     modes = {r["mode"] for r in doc["peer_runs"]}
     assert modes == {"loop", "vmap"}
     assert all("--p 13" in c and "--d-model 32" in c for c in doc["peer_commands"])
+
+
+def test_profile_splits_a_compiled_program_into_matmuls_and_the_rest():
+    """The per-op profile (scripts/cpu_step_profile.py) reads XLA's own compiled HLO text: the matmul
+    (a dot, or the library fusion that holds it) is counted as a matmul, the ReLU and the sum are not,
+    and the per-model-step figures add up from the trace events."""
+    import jax
+    import jax.numpy as jnp
+
+    from gsweep.bench.hlo_profile import breakdown, hlo_ops, op_times
+
+    f = jax.jit(lambda x, w: jax.nn.relu(x @ w).sum(0))
+    ops = hlo_ops(f.lower(jnp.ones((64, 32)), jnp.ones((32, 16))).compile().as_text())
+    kinds = {k: v["kind"] for k, v in ops.items() if v["opcode"] in ("dot", "fusion", "maximum", "reduce")}
+    assert any(v == "matmul" for v in kinds.values()), kinds
+    assert all(v == "other" for k, v in kinds.items() if ops[k]["opcode"] in ("maximum", "reduce")), kinds
+    mm = next(k for k, v in kinds.items() if v == "matmul")
+    other = next(k for k, v in kinds.items() if v == "other")
+    events = [{"name": mm, "dur": 300.0}, {"name": mm, "dur": 100.0}, {"name": other, "dur": 100.0},
+              {"name": "not-an-hlo-op", "dur": 1e6}]
+    us, n = op_times(events, ops)
+    b = breakdown(ops, us, n, model_steps=2)
+    assert b["ms_per_model_step"] == pytest.approx(0.25) and b["matmul_ms"] == pytest.approx(0.2)
+    assert b["other_ms"] == pytest.approx(0.05) and b["matmul_share"] == pytest.approx(0.8)
+    assert [r["op"] for r in b["top"]] == [mm, other] and b["top"][0]["calls"] == 2
+    with pytest.raises(ValueError, match="model_steps"):
+        breakdown(ops, us, n, model_steps=0)
+
+
+def test_cpu_step_profile_script_runs_and_adds_up():
+    """scripts/cpu_step_profile.py --quick: one traced chunk of the CI-sized recipe on one CPU device;
+    the matmul and other milliseconds it prints add up to the HLO ops' total."""
+    import re
+    import sys
+
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "cpu_step_profile.py"), "--quick", "--top", "5"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = re.search(r"HLO ops ([\d.]+) ms: matmuls ([\d.]+) ms \((\d+)%\), the rest ([\d.]+) ms", p.stdout)
+    assert m, p.stdout
+    total, mm, _, rest = (float(g) for g in m.groups())
+    assert total > 0 and mm > 0 and mm + rest == pytest.approx(total, abs=0.011)
+    assert len([ln for ln in p.stdout.splitlines() if re.match(r"\s+[\d.]+ ms\s+[\d.]+%\s+(matmul|other)", ln)]) == 5
