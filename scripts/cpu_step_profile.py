@@ -46,8 +46,8 @@ def main(argv=None) -> int:
     devices.configure()
     import jax
 
-    from gsweep.bench.measurement import EngineBench
     from gsweep.bench.hlo_profile import breakdown, hlo_ops, op_times, trace_events
+    from gsweep.bench.measurement import EngineBench
     from gsweep.bench.recipe import make_plan
 
     ns = argparse.Namespace(quick=args.quick, steps=args.steps, models=[args.runs], p=args.p, precision=None,
