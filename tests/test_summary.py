@@ -172,3 +172,23 @@ def test_sensitivity_recounts_phases_over_threshold_and_gap(syn, capsys):
     assert summarize_command(_args(syn, format="table", sensitivity=True)) == 0
     text = capsys.readouterr().out
     assert "unresolved" in text and "0.8" in text and "20" in text
+
+
+def test_sensitivity_grid_holds_the_label_in_use_and_reads_absolute_gaps_as_steps(syn, capsys):
+    from gsweep.analysis.sensitivity import sensitivity_grid
+
+    assert sensitivity_grid(0.99, 10) == ((0.8, 0.9, 0.95, 0.99), (2, 5, 10, 20))
+    assert sensitivity_grid(0.97, 3) == ((0.8, 0.9, 0.95, 0.97, 0.99), (2, 3, 5, 10, 20))
+    assert sensitivity_grid(0.99, 400, "absolute")[1] == (100, 200, 400, 800, 1600)
+    with pytest.raises(ValueError, match="gap_mode"):
+        sensitivity_grid(0.99, 10, "log")
+    # absolute gaps of 400 steps: the row at the label in use agrees with the summary's own counts, and a
+    # longer gap never makes more grokking runs
+    out = _json(syn, capsys, sensitivity=True, gap_mode="absolute", gap=400)
+    sens = {(r["threshold"], r["gap"]): r for r in out["sensitivity"]}
+    assert {g for _, g in sens} == {100, 200, 400, 800, 1600}
+    row = sens[(0.99, 400)]
+    for phase in ("grokking", "comprehension", "memorization", "confusion"):
+        assert row[phase] == sum(c["phases"][phase] for c in out["cells"]), phase
+    grok = [sens[(0.99, g)]["grokking"] for g in (100, 200, 400, 800, 1600)]
+    assert grok == sorted(grok, reverse=True) and grok[0] > grok[-1]

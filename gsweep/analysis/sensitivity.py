@@ -21,13 +21,29 @@ from gsweep.metrics.labels import (
 )
 
 THRESHOLDS = (0.8, 0.9, 0.95, 0.99)
-GAPS = (2, 5, 10, 20)
+GAPS = (2, 5, 10, 20)  # relative gaps: t_gen >= gap * t_fit
+ABSOLUTE_FACTORS = (0.25, 0.5, 1, 2, 4)  # absolute gaps (steps): these multiples of the chosen gap
+
+
+def sensitivity_grid(threshold: float, gap: float, gap_mode: str = "relative") -> tuple[tuple, tuple]:
+    """(thresholds, gaps) to recount over, each including the chosen one. A relative gap is a factor,
+    so the grid is :data:`GAPS`; an absolute gap is a number of steps, so the grid is the chosen gap
+    times :data:`ABSOLUTE_FACTORS` (factors 2-20 read as steps would fall inside one evaluation)."""
+    thresholds = tuple(sorted({*THRESHOLDS, float(threshold)}))
+    if gap_mode == "relative":
+        return thresholds, tuple(sorted({*GAPS, gap}))
+    if gap_mode != "absolute":
+        raise ValueError(f"gap_mode must be 'relative' or 'absolute', got {gap_mode!r}")
+    as_int = float(gap).is_integer()
+    gaps = {f * gap for f in ABSOLUTE_FACTORS}
+    return thresholds, tuple(sorted({int(round(g)) if as_int and float(g).is_integer() else g for g in gaps}))
 
 
 def phase_sensitivity(curves: pd.DataFrame, runs: pd.DataFrame, thresholds=THRESHOLDS, gaps=GAPS,
                       gap_mode: str = "relative") -> pd.DataFrame:
     """One row per (threshold, gap): the runs (not diverged), the count of each phase, and
-    ``unresolved``: grokking or comprehension runs whose call the evaluation grid cannot tell."""
+    ``unresolved``: grokking or comprehension runs whose call the evaluation grid cannot tell.
+    The gaps are read in ``gap_mode``; :func:`sensitivity_grid` gives a grid around a chosen label."""
     runs = runs.reset_index(drop=True)
     if "status" in runs:
         runs = runs[~runs["status"].astype(str).eq("diverged")].reset_index(drop=True)

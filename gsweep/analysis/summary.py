@@ -184,8 +184,9 @@ def summarize_command(args) -> int:
     fmt = getattr(args, "format", None) or "table"
     sens = None
     if getattr(args, "sensitivity", False):
-        from gsweep.analysis.sensitivity import format_sensitivity, phase_sensitivity
-        sens = phase_sensitivity(res.curves, res.runs, gap_mode=res.gap_mode)
+        from gsweep.analysis.sensitivity import format_sensitivity, phase_sensitivity, sensitivity_grid
+        thresholds, gaps = sensitivity_grid(res.threshold, res.gap, res.gap_mode)
+        sens = phase_sensitivity(res.curves, res.runs, thresholds, gaps, gap_mode=res.gap_mode)
     if fmt == "json":
         out = {"results_dir": str(res.path), "name": res.name, "task": res.task_name, "budget": res.budget,
                "threshold": res.threshold, "gap": res.gap, "gap_mode": res.gap_mode, "by": keys,

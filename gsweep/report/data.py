@@ -181,10 +181,11 @@ def sensitivity_html(res: Results) -> str:
     """The phase counts over threshold x gap (gsweep summarize --sensitivity), as a table."""
     if res.curves is None or not len(res.curves) or "steps_done" not in res.runs:
         return ""
-    from gsweep.analysis.sensitivity import phase_sensitivity
+    from gsweep.analysis.sensitivity import phase_sensitivity, sensitivity_grid
 
     try:
-        t = phase_sensitivity(res.curves, res.runs, gap_mode=res.gap_mode)
+        t = phase_sensitivity(res.curves, res.runs, *sensitivity_grid(res.threshold, res.gap, res.gap_mode),
+                              gap_mode=res.gap_mode)
     except Exception as e:  # noqa: BLE001 - the page still loads
         return f"<p class='note'>phase sensitivity could not be computed ({html.escape(type(e).__name__)})</p>"
     return ("<p>How the phase counts move with the label's choices (runs, not cells; 'unresolved': grokking "
