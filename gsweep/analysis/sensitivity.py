@@ -34,9 +34,8 @@ def sensitivity_grid(threshold: float, gap: float, gap_mode: str = "relative") -
         return thresholds, tuple(sorted({*GAPS, gap}))
     if gap_mode != "absolute":
         raise ValueError(f"gap_mode must be 'relative' or 'absolute', got {gap_mode!r}")
-    as_int = float(gap).is_integer()
-    gaps = {f * gap for f in ABSOLUTE_FACTORS}
-    return thresholds, tuple(sorted({int(round(g)) if as_int and float(g).is_integer() else g for g in gaps}))
+    gaps = (f * gap for f in ABSOLUTE_FACTORS)
+    return thresholds, tuple(sorted({int(g) if float(g).is_integer() else g for g in gaps}))
 
 
 def phase_sensitivity(curves: pd.DataFrame, runs: pd.DataFrame, thresholds=THRESHOLDS, gaps=GAPS,
